@@ -1,0 +1,476 @@
+import { availableParallelism } from "node:os";
+import { Readable } from "node:stream";
+import { loadLibLz4, type LibLz4 } from "./liblz4.js";
+
+/**
+ * LZ4 legacy format, the one the kernel's initramfs decompressor reads
+ * (lib/decompress_unlz4.c): the magic, then for each chunk of input a
+ * 4-byte little-endian compressed size and one independent raw LZ4 block.
+ * Every chunk but the last holds exactly 8 MiB of input, because the
+ * kernel decodes each block into an 8 MiB buffer. The kernel skips the
+ * magic when it meets it again, so concatenated streams decode as one.
+ */
+export const LZ4_LEGACY_MAGIC = 0x184c2102;
+export const LZ4_LEGACY_MAGIC_BYTES = Buffer.from([0x02, 0x21, 0x4c, 0x18]);
+/** Uncompressed bytes per block; the kernel's chunk size (8 << 20). */
+export const LZ4_LEGACY_CHUNK_SIZE = 8 << 20;
+/** The LZ4 frame format magic, which the kernel rejects. */
+export const LZ4_FRAME_MAGIC = 0x184d2204;
+
+/** LZ4_COMPRESSBOUND from lz4.h: worst-case block size for `n` bytes. */
+export function lz4CompressBound(n: number): number {
+  return n + Math.floor(n / 255) + 16;
+}
+
+/** Largest block size a legacy stream can contain. */
+export const LZ4_LEGACY_MAX_BLOCK = lz4CompressBound(LZ4_LEGACY_CHUNK_SIZE);
+
+export type Lz4CodecName = "liblz4" | "npm";
+
+export interface Lz4Warning {
+  code: string;
+  message: string;
+}
+
+export interface Lz4Options {
+  /**
+   * 0 or 1: LZ4_compress_default. 2 to 12: LZ4_compress_HC at that level.
+   * Default 1.
+   */
+  level?: number;
+  /**
+   * "liblz4": the system liblz4.so.1 through koffi. "npm": the `lz4`
+   * package. "auto" (default): liblz4, else the `lz4` package with a
+   * warning.
+   */
+  codec?: "auto" | Lz4CodecName;
+  /**
+   * Blocks compressed at the same time. Default: os.availableParallelism().
+   * The "npm" codec compresses on the main thread, one block at a time.
+   */
+  concurrency?: number;
+  /** Receives recoverable problems, such as the fallback to "npm". */
+  onWarning?: (warning: Lz4Warning) => void;
+}
+
+export interface Lz4DecompressOptions {
+  /** Decoded bytes allowed before LZ4_OUTPUT_TOO_LARGE. Default 4 GiB. */
+  maxOutputLength?: number;
+}
+
+export class Lz4Error extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+    /** Byte offset in the compressed input, when one applies. */
+    readonly offset?: number,
+  ) {
+    super(message);
+    this.name = "Lz4Error";
+  }
+}
+
+/** The `lz4` npm package's block API (lib/lz4.js, version 0.6.5). */
+interface NpmLz4 {
+  encodeBlock(src: Buffer, dst: Buffer): number;
+  encodeBlockHC(src: Buffer, dst: Buffer): number;
+}
+
+/** Level that the `lz4` package's encodeBlockHC always uses. */
+const NPM_HC_LEVEL = 9;
+const MAX_LEVEL = 12;
+
+interface BlockCompressor {
+  name: Lz4CodecName;
+  /** Compresses one chunk into a framed block: LE size, then the block. */
+  frame(chunk: Uint8Array): Promise<Buffer>;
+  concurrency: number;
+}
+
+/**
+ * Compresses `input` into one LZ4 legacy stream. Blocks are compressed in
+ * parallel; the output is the same for any concurrency.
+ */
+export async function compressLegacy(
+  input: Uint8Array,
+  options: Lz4Options = {},
+): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const part of compressLegacyStream([input], options)) {
+    parts.push(part);
+  }
+  return Buffer.concat(parts);
+}
+
+/**
+ * Compresses a sequence of buffers into one LZ4 legacy stream, yielding
+ * the magic and then one framed block per 8 MiB of input, in order. At
+ * most `concurrency` blocks are held or compressed at once, so memory
+ * stays bounded for any input length. Option errors throw on the first
+ * `next()`.
+ */
+export async function* compressLegacyStream(
+  source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+  options: Lz4Options = {},
+): AsyncGenerator<Buffer> {
+  const compressor = createCompressor(options);
+  yield Buffer.from(LZ4_LEGACY_MAGIC_BYTES);
+
+  const inflight: Promise<Buffer>[] = [];
+  for await (const chunk of chunkSource(source)) {
+    const framed = compressor.frame(chunk);
+    // Handled later by the await below; this stops a rejection that
+    // arrives while an earlier block is awaited from crashing the process.
+    framed.catch(() => undefined);
+    inflight.push(framed);
+    if (inflight.length >= compressor.concurrency) {
+      yield await (inflight.shift() as Promise<Buffer>);
+    }
+  }
+  while (inflight.length > 0) {
+    yield await (inflight.shift() as Promise<Buffer>);
+  }
+}
+
+/** compressLegacyStream() as a node:stream Readable. */
+export function compressLegacyReadable(
+  source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+  options: Lz4Options = {},
+): Readable {
+  return Readable.from(compressLegacyStream(source, options), {
+    objectMode: false,
+  });
+}
+
+/**
+ * Re-slices a sequence of buffers into chunks of exactly
+ * LZ4_LEGACY_CHUNK_SIZE bytes (the last one shorter, never empty).
+ * Whole chunks of a large input buffer are passed on without a copy.
+ */
+export async function* chunkSource(
+  source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+): AsyncGenerator<Uint8Array> {
+  const size = LZ4_LEGACY_CHUNK_SIZE;
+  let pending: Buffer | undefined;
+  let filled = 0;
+  for await (const input of source) {
+    let pos = 0;
+    while (pos < input.length) {
+      if (filled === 0 && input.length - pos >= size) {
+        yield input.subarray(pos, pos + size);
+        pos += size;
+        continue;
+      }
+      pending ??= Buffer.alloc(size);
+      const n = Math.min(size - filled, input.length - pos);
+      pending.set(input.subarray(pos, pos + n), filled);
+      filled += n;
+      pos += n;
+      if (filled === size) {
+        yield pending;
+        pending = undefined;
+        filled = 0;
+      }
+    }
+  }
+  if (pending && filled > 0) yield pending.subarray(0, filled);
+}
+
+function createCompressor(options: Lz4Options): BlockCompressor {
+  const level = options.level ?? 1;
+  if (!Number.isInteger(level) || level < 0 || level > MAX_LEVEL) {
+    throw new Lz4Error(
+      "LZ4_INVALID_LEVEL",
+      `invalid LZ4 level ${String(level)}: use an integer from 0 to 12`,
+    );
+  }
+  const concurrency = options.concurrency ?? availableParallelism();
+  if (!Number.isInteger(concurrency) || concurrency < 1) {
+    throw new Lz4Error(
+      "LZ4_INVALID_OPTION",
+      `invalid concurrency ${String(concurrency)}: use an integer >= 1`,
+    );
+  }
+  const codec = options.codec ?? "auto";
+  if (codec === "liblz4") return liblz4Compressor(loadLibLz4(), level, concurrency);
+  if (codec === "npm") return npmCompressor(loadNpmLz4(), level);
+  if (codec !== "auto") {
+    throw new Lz4Error(
+      "LZ4_INVALID_OPTION",
+      `invalid codec ${JSON.stringify(codec)}: use "auto", "liblz4" or "npm"`,
+    );
+  }
+  let lib: LibLz4;
+  try {
+    lib = loadLibLz4();
+  } catch (err) {
+    const reason = err instanceof Error ? err.message : String(err);
+    options.onWarning?.({
+      code: "LZ4_FALLBACK_NPM",
+      message: `using the lz4 npm package: ${reason}`,
+    });
+    return npmCompressor(loadNpmLz4(), level);
+  }
+  return liblz4Compressor(lib, level, concurrency);
+}
+
+function liblz4Compressor(
+  lib: LibLz4,
+  level: number,
+  concurrency: number,
+): BlockCompressor {
+  const frame = async (chunk: Uint8Array): Promise<Buffer> => {
+    const out = Buffer.alloc(4 + lib.compressBound(chunk.length));
+    const dst = out.subarray(4);
+    const n =
+      level <= 1
+        ? await lib.compressDefault(chunk, dst)
+        : await lib.compressHC(chunk, dst, level);
+    return finishFrame(out, n, "liblz4");
+  };
+  return { name: "liblz4", frame, concurrency };
+}
+
+function npmCompressor(npm: NpmLz4, level: number): BlockCompressor {
+  // NOTE: lz4 0.6.5's native compressHC reads its level from a fourth
+  // argument yet accepts at most three (lib/binding/lz4_binding.cc), so
+  // every call runs at level 9; other HC levels cannot be reproduced.
+  if (level > 1 && level !== NPM_HC_LEVEL) {
+    throw new Lz4Error(
+      "LZ4_LEVEL_UNSUPPORTED",
+      `LZ4 level ${level} needs liblz4.so.1: the lz4 npm package ` +
+        `compresses HC at level 9 only; use level 0, 1 or 9, or install ` +
+        `liblz4-1`,
+    );
+  }
+  const frame = async (chunk: Uint8Array): Promise<Buffer> => {
+    const out = Buffer.alloc(4 + lz4CompressBound(chunk.length));
+    const src = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length);
+    const dst = out.subarray(4);
+    const n =
+      level <= 1 ? npm.encodeBlock(src, dst) : npm.encodeBlockHC(src, dst);
+    return finishFrame(out, n, "npm");
+  };
+  return { name: "npm", frame, concurrency: 1 };
+}
+
+function finishFrame(out: Buffer, n: number, codec: string): Buffer {
+  if (!(n > 0)) {
+    throw new Lz4Error(
+      "LZ4_COMPRESS_FAILED",
+      `${codec} failed to compress a block (result ${n})`,
+    );
+  }
+  out.writeUInt32LE(n, 0);
+  return out.subarray(0, 4 + n);
+}
+
+let npmCached: NpmLz4 | undefined;
+
+function loadNpmLz4(): NpmLz4 {
+  if (npmCached) return npmCached;
+  try {
+    npmCached = require("lz4") as NpmLz4;
+    return npmCached;
+  } catch (cause) {
+    const reason = cause instanceof Error ? cause.message : String(cause);
+    throw new Lz4Error(
+      "LZ4_NPM_UNAVAILABLE",
+      `cannot load the lz4 npm package (${reason}); install it with: ` +
+        `npm install lz4, or install liblz4-1 and use codec "liblz4"`,
+    );
+  }
+}
+
+/**
+ * Decodes an LZ4 legacy stream, or several concatenated ones, into the
+ * original bytes. Each block must decode to at most 8 MiB and follow the
+ * LZ4 end-of-block rules, as the kernel's decoder requires.
+ */
+export function decompressLegacy(
+  input: Uint8Array,
+  options: Lz4DecompressOptions = {},
+): Buffer {
+  const maxOutput = options.maxOutputLength ?? 2 ** 32;
+  const view = Buffer.from(input.buffer, input.byteOffset, input.length);
+  checkMagic(view);
+
+  const scratch = Buffer.alloc(LZ4_LEGACY_CHUNK_SIZE);
+  const parts: Buffer[] = [];
+  let total = 0;
+  let offset = 4;
+  while (offset < view.length) {
+    if (view.length - offset < 4) {
+      throw new Lz4Error(
+        "LZ4_TRUNCATED",
+        `LZ4 stream ends inside a block size at offset ${offset}`,
+        offset,
+      );
+    }
+    const size = view.readUInt32LE(offset);
+    if (size === LZ4_LEGACY_MAGIC) {
+      offset += 4;
+      continue;
+    }
+    checkBlockSize(view, offset, size);
+    const block = view.subarray(offset + 4, offset + 4 + size);
+    const n = decodeBlockAt(block, scratch, offset);
+    total += n;
+    if (total > maxOutput) {
+      throw new Lz4Error(
+        "LZ4_OUTPUT_TOO_LARGE",
+        `LZ4 stream decodes to more than ${maxOutput} bytes at offset ` +
+          `${offset}; raise maxOutputLength if that is expected`,
+        offset,
+      );
+    }
+    parts.push(Buffer.from(scratch.subarray(0, n)));
+    offset += 4 + size;
+  }
+  return Buffer.concat(parts, total);
+}
+
+function checkMagic(view: Buffer): void {
+  const magic = view.length >= 4 ? view.readUInt32LE(0) : -1;
+  if (magic === LZ4_LEGACY_MAGIC) return;
+  const hint =
+    magic === LZ4_FRAME_MAGIC
+      ? "this is the LZ4 frame format; compress with lz4 -l"
+      : "expected 02 21 4c 18";
+  throw new Lz4Error(
+    "LZ4_BAD_MAGIC",
+    `not an LZ4 legacy stream at offset 0 (${hint})`,
+    0,
+  );
+}
+
+function checkBlockSize(view: Buffer, offset: number, size: number): void {
+  if (size === 0 || size > LZ4_LEGACY_MAX_BLOCK) {
+    throw new Lz4Error(
+      "LZ4_BAD_BLOCK_SIZE",
+      `invalid LZ4 block size ${size} at offset ${offset}: ` +
+        `expected 1 to ${LZ4_LEGACY_MAX_BLOCK}`,
+      offset,
+    );
+  }
+  if (offset + 4 + size > view.length) {
+    throw new Lz4Error(
+      "LZ4_TRUNCATED",
+      `LZ4 block at offset ${offset} needs ${size} bytes but only ` +
+        `${view.length - offset - 4} remain; the stream is truncated`,
+      offset,
+    );
+  }
+}
+
+function decodeBlockAt(block: Buffer, dst: Buffer, offset: number): number {
+  try {
+    return decodeBlock(block, dst);
+  } catch (err) {
+    if (!(err instanceof Lz4Error)) throw err;
+    const at = offset + 4 + (err.offset ?? 0);
+    throw new Lz4Error(
+      err.code,
+      `LZ4 block at offset ${offset}: ${err.message} (byte ${at})`,
+      at,
+    );
+  }
+}
+
+/** Bytes at the end of a block that must be literals (LZ4 block spec). */
+const LAST_LITERALS = 5;
+/** A match must start at least this many bytes before the block's end. */
+const MFLIMIT = 12;
+const MIN_MATCH = 4;
+
+/**
+ * Decodes one raw LZ4 block into `dst` and returns the decoded length.
+ * Throws Lz4Error (offset relative to `src`) on malformed input, on
+ * output longer than `dst` (LZ4_BLOCK_TOO_LARGE) and on a block that
+ * breaks the end-of-block rules: the last match must start at least 12
+ * bytes and end at least 5 bytes before the end of the decoded block.
+ */
+export function decodeBlock(src: Uint8Array, dst: Uint8Array): number {
+  let ip = 0;
+  let op = 0;
+  let lastMatchStart = -1;
+  let lastMatchEnd = 0;
+  for (;;) {
+    if (ip >= src.length) throw corrupt("block ends before a token", ip);
+    const token = src[ip++];
+    let literals = token >>> 4;
+    if (literals === 15) [literals, ip] = readLength(src, ip, literals);
+    if (literals > src.length - ip) {
+      throw corrupt(`${literals} literals run past the block end`, ip);
+    }
+    if (literals > dst.length - op) throw overflow(dst.length, ip);
+    dst.set(src.subarray(ip, ip + literals), op);
+    ip += literals;
+    op += literals;
+    if (ip === src.length) break;
+
+    if (src.length - ip < 2) throw corrupt("block ends inside an offset", ip);
+    const distance = src[ip] | (src[ip + 1] << 8);
+    if (distance === 0 || distance > op) {
+      throw corrupt(`match offset ${distance} is invalid at output ${op}`, ip);
+    }
+    ip += 2;
+    let length = token & 15;
+    if (length === 15) [length, ip] = readLength(src, ip, length);
+    length += MIN_MATCH;
+    if (length > dst.length - op) throw overflow(dst.length, ip);
+    lastMatchStart = op;
+    copyMatch(dst, op, distance, length);
+    op += length;
+    lastMatchEnd = op;
+  }
+  if (lastMatchStart >= 0 && (op - lastMatchStart < MFLIMIT ||
+      op - lastMatchEnd < LAST_LITERALS)) {
+    throw corrupt(
+      "the last match is too close to the block end " +
+        "(LZ4 needs 12 bytes after its start and 5 literals at the end)",
+      ip,
+    );
+  }
+  return op;
+}
+
+function readLength(
+  src: Uint8Array,
+  ip: number,
+  base: number,
+): [number, number] {
+  let length = base;
+  for (;;) {
+    if (ip >= src.length) throw corrupt("block ends inside a length", ip);
+    const byte = src[ip++];
+    length += byte;
+    if (byte !== 255) return [length, ip];
+  }
+}
+
+function copyMatch(
+  dst: Uint8Array,
+  op: number,
+  distance: number,
+  length: number,
+): void {
+  const from = op - distance;
+  if (distance >= length && length > 32) {
+    dst.copyWithin(op, from, from + length);
+    return;
+  }
+  for (let i = 0; i < length; i++) dst[op + i] = dst[from + i];
+}
+
+function corrupt(reason: string, at: number): Lz4Error {
+  return new Lz4Error("LZ4_CORRUPT_BLOCK", reason, at);
+}
+
+function overflow(capacity: number, at: number): Lz4Error {
+  return new Lz4Error(
+    "LZ4_BLOCK_TOO_LARGE",
+    `block decodes to more than ${capacity} bytes`,
+    at,
+  );
+}
