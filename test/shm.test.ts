@@ -1,0 +1,598 @@
+import assert from "node:assert/strict";
+import { ChildProcess, spawn, spawnSync } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
+import * as fs from "node:fs";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import {
+  LOCK_EX,
+  LOCK_NB,
+  LOCK_SH,
+  flock,
+  tryFlock,
+} from "../src/libc.js";
+import {
+  ShmWarning,
+  TRAILER_LENGTH,
+  cleanupStale,
+  loadImage,
+  rustArch,
+  segmentName,
+  segmentPath,
+  storeImage,
+} from "../src/shm.js";
+import type { ChildRequest } from "./helpers/shm-child.js";
+import { seededBytes } from "./helpers/shm-child.js";
+import { requireTool, tempDir } from "./helpers/tools.js";
+
+const CHILD_SCRIPT = join(__dirname, "helpers", "shm-child.ts");
+
+function randomKey(): string {
+  return randomBytes(8).toString("hex");
+}
+
+async function withDir(body: (dir: string) => Promise<void>): Promise<void> {
+  const { dir, cleanup } = tempDir("shm");
+  try {
+    await body(dir);
+  } finally {
+    cleanup();
+  }
+}
+
+function hasCode(code: string): (err: unknown) => boolean {
+  return (err) => {
+    assert.equal((err as { code?: string }).code, code, String(err));
+    return true;
+  };
+}
+
+/** Resolves with the first stdout line of `child` that equals `line`. */
+function waitForLine(child: ChildProcess, line: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let seen = "";
+    const onData = (data: Buffer): void => {
+      seen += data.toString();
+      if (seen.split("\n").includes(line)) {
+        child.stdout?.off("data", onData);
+        resolve();
+      }
+    };
+    child.stdout?.on("data", onData);
+    child.once("exit", (code, signal) =>
+      reject(new Error(`child exited (${code ?? signal}) before "${line}"`)),
+    );
+  });
+}
+
+function waitForExit(
+  child: ChildProcess,
+): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  if (child.exitCode !== null || child.signalCode !== null) {
+    return Promise.resolve({ code: child.exitCode, signal: child.signalCode });
+  }
+  return new Promise((resolve) =>
+    child.once("exit", (code, signal) => resolve({ code, signal })),
+  );
+}
+
+/**
+ * Runs `flock(1) -s|-x PATH` around a shell that prints "locked" and
+ * sleeps, and resolves once the lock is held. `release()` kills the
+ * process group (flock and its shell) by its id.
+ */
+async function holdWithFlock(
+  path: string,
+  mode: "-s" | "-x",
+  seconds: number,
+): Promise<{ child: ChildProcess; release: () => Promise<void> }> {
+  const child = spawn(
+    requireTool("flock"),
+    [mode, path, "-c", `echo locked; exec sleep ${seconds}`],
+    { detached: true, stdio: ["ignore", "pipe", "inherit"] },
+  );
+  await waitForLine(child, "locked");
+  const release = async (): Promise<void> => {
+    if (child.exitCode === null && child.signalCode === null) {
+      process.kill(-child.pid!, "SIGKILL");
+    }
+    await waitForExit(child);
+  };
+  return { child, release };
+}
+
+function flockNonBlocking(path: string, mode: "-s" | "-x"): number | null {
+  return spawnSync(requireTool("flock"), ["-n", mode, path, "true"]).status;
+}
+
+function spawnChild(request: ChildRequest): ChildProcess {
+  return spawn(
+    process.execPath,
+    ["--import", "tsx", CHILD_SCRIPT, JSON.stringify(request)],
+    { stdio: ["ignore", "pipe", "inherit"] },
+  );
+}
+
+async function collectStdout(child: ChildProcess): Promise<string> {
+  let out = "";
+  child.stdout?.on("data", (data: Buffer) => (out += data.toString()));
+  const { code, signal } = await waitForExit(child);
+  assert.equal(code, 0, `child failed (${signal ?? code}): ${out}`);
+  return out;
+}
+
+function sha256(bytes: Uint8Array): string {
+  return createHash("sha256").update(bytes).digest("hex");
+}
+
+describe("segment names", () => {
+  it("maps Node arches to Rust names", () => {
+    assert.equal(rustArch("x64"), "x86_64");
+    assert.equal(rustArch("arm64"), "aarch64");
+    assert.throws(() => rustArch("mips"), hasCode("SHM_UNKNOWN_ARCH"));
+  });
+
+  it("builds ktstr-KIND-ARCH-KEY", () => {
+    const key = "00112233aabbccdd";
+    assert.equal(
+      segmentName(key, "base", "x86_64"),
+      "ktstr-base-x86_64-00112233aabbccdd",
+    );
+    assert.equal(
+      segmentName(key, "lz4", "aarch64"),
+      "ktstr-lz4-aarch64-00112233aabbccdd",
+    );
+    assert.equal(
+      segmentPath(key, "lz4", { shmDir: "/x", arch: "aarch64" }),
+      "/x/ktstr-lz4-aarch64-00112233aabbccdd",
+    );
+  });
+
+  it("rejects malformed keys and arches", () => {
+    for (const key of ["00112233AABBCCDD", "0011", "../../etc/passwd0"]) {
+      assert.throws(
+        () => segmentName(key, "lz4", "x86_64"),
+        hasCode("SHM_INVALID_KEY"),
+      );
+    }
+    assert.throws(
+      () => segmentName("00112233aabbccdd", "lz4", "x86/64"),
+      hasCode("SHM_INVALID_OPTION"),
+    );
+  });
+});
+
+describe("store and load", () => {
+  it("round-trips the exact payload", () =>
+    withDir(async (shmDir) => {
+      const key = randomKey();
+      const payload = seededBytes("round-trip", 100_000);
+      const stored = await storeImage(key, "base", payload, { shmDir });
+      assert.equal(stored.built, true);
+      assert.equal(stored.path, join(shmDir, segmentName(key, "base")));
+      const image = await loadImage(key, "base", { shmDir });
+      assert.ok(image);
+      try {
+        assert.ok(image.bytes.equals(payload));
+      } finally {
+        image.release();
+      }
+      image.release();
+    }));
+
+  it("writes the documented trailer", () =>
+    withDir(async (shmDir) => {
+      const payload = Buffer.from("initramfs bytes");
+      const { path } = await storeImage(randomKey(), "lz4", payload, {
+        shmDir,
+      });
+      const segment = fs.readFileSync(path);
+      assert.equal(segment.length, payload.length + TRAILER_LENGTH);
+      assert.ok(segment.subarray(0, payload.length).equals(payload));
+      const trailer = segment.subarray(payload.length);
+      assert.equal(trailer.subarray(0, 8).toString("latin1"), "KTSTRSHM");
+      assert.equal(trailer.readUInt32LE(8), 1);
+      assert.equal(trailer.readUInt32LE(12), 0);
+      assert.equal(trailer.readBigUInt64LE(16), BigInt(payload.length));
+      const digest = createHash("sha256").update(payload).digest();
+      assert.ok(trailer.subarray(24).equals(digest.subarray(0, 8)));
+    }));
+
+  it("returns null on a miss", () =>
+    withDir(async (shmDir) => {
+      assert.equal(await loadImage(randomKey(), "lz4", { shmDir }), null);
+    }));
+
+  it("skips the producer when valid", () =>
+    withDir(async (shmDir) => {
+      const key = randomKey();
+      let calls = 0;
+      const producer = (): Buffer => {
+        calls += 1;
+        return Buffer.from("built once");
+      };
+      assert.equal((await storeImage(key, "lz4", producer, { shmDir })).built, true);
+      assert.equal((await storeImage(key, "lz4", producer, { shmDir })).built, false);
+      assert.equal(calls, 1);
+    }));
+
+  it("creates mode 0600 or 0644 despite umask", () =>
+    withDir(async (shmDir) => {
+      const previous = process.umask(0o077);
+      try {
+        const first = await storeImage(randomKey(), "lz4", Buffer.from("a"), {
+          shmDir,
+        });
+        const second = await storeImage(randomKey(), "lz4", Buffer.from("b"), {
+          shmDir,
+          mode: 0o644,
+        });
+        assert.equal(fs.statSync(first.path).mode & 0o777, 0o600);
+        assert.equal(fs.statSync(second.path).mode & 0o777, 0o644);
+      } finally {
+        process.umask(previous);
+      }
+    }));
+
+  it("rebuilds a segment with a bad checksum", () =>
+    withDir(async (shmDir) => {
+      const key = randomKey();
+      const payload = seededBytes("checksum", 4096);
+      const { path } = await storeImage(key, "lz4", payload, { shmDir });
+      const fd = fs.openSync(path, "r+");
+      fs.writeSync(fd, Buffer.from([payload[100] ^ 0xff]), 0, 1, 100);
+      fs.closeSync(fd);
+      assert.equal(await loadImage(key, "lz4", { shmDir }), null);
+
+      const warnings: ShmWarning[] = [];
+      const onWarning = (w: ShmWarning): void => void warnings.push(w);
+      const result = await storeImage(key, "lz4", payload, { shmDir, onWarning });
+      assert.equal(result.built, true);
+      assert.equal(warnings.length, 1);
+      assert.equal(warnings[0].code, "SHM_SEGMENT_INVALID");
+      assert.match(warnings[0].message, /checksum/);
+      const image = await loadImage(key, "lz4", { shmDir });
+      assert.ok(image?.bytes.equals(payload));
+      image?.release();
+    }));
+
+  it("removes the segment when the producer throws", () =>
+    withDir(async (shmDir) => {
+      const key = randomKey();
+      const failure = new Error("compiler crashed");
+      await assert.rejects(
+        storeImage(key, "lz4", () => Promise.reject(failure), { shmDir }),
+        (err) => err === failure,
+      );
+      assert.deepEqual(fs.readdirSync(shmDir), []);
+    }));
+
+  it("rejects a producer returning a string", () =>
+    withDir(async (shmDir) => {
+      const producer = (() => "text") as unknown as () => Buffer;
+      await assert.rejects(
+        storeImage(randomKey(), "lz4", producer, { shmDir }),
+        hasCode("SHM_INVALID_PAYLOAD"),
+      );
+      assert.deepEqual(fs.readdirSync(shmDir), []);
+    }));
+});
+
+describe("flock(1) interop", () => {
+  it("store waits for flock -s to rebuild", () =>
+    withDir(async (shmDir) => {
+      const key = randomKey();
+      const path = segmentPath(key, "lz4", { shmDir });
+      // A truncated segment: the store must take LOCK_EX to replace it.
+      fs.writeFileSync(path, Buffer.alloc(10), { mode: 0o600 });
+      const holder = await holdWithFlock(path, "-s", 3);
+      try {
+        const fd = fs.openSync(path, "r");
+        assert.equal(tryFlock(fd, LOCK_EX), false);
+        assert.throws(() => flock(fd, LOCK_EX | LOCK_NB), hasCode("EWOULDBLOCK"));
+        assert.equal(tryFlock(fd, LOCK_SH), true);
+        fs.closeSync(fd);
+
+        const started = Date.now();
+        const result = await storeImage(key, "lz4", Buffer.from("new"), {
+          shmDir,
+        });
+        const waited = Date.now() - started;
+        assert.equal(result.built, true);
+        assert.ok(waited >= 1500, `store returned after ${waited} ms`);
+        assert.notEqual(holder.child.exitCode, null, "flock(1) still running");
+      } finally {
+        await holder.release();
+      }
+      const image = await loadImage(key, "lz4", { shmDir });
+      assert.equal(image?.bytes.toString(), "new");
+      image?.release();
+    }));
+
+  it("times out behind flock -x", () =>
+    withDir(async (shmDir) => {
+      const key = randomKey();
+      const { path } = await storeImage(key, "lz4", Buffer.from("x"), {
+        shmDir,
+      });
+      const holder = await holdWithFlock(path, "-x", 30);
+      try {
+        const options = { shmDir, lockTimeoutMs: 200 };
+        await assert.rejects(loadImage(key, "lz4", options), hasCode("SHM_LOCK_TIMEOUT"));
+        await assert.rejects(
+          storeImage(key, "lz4", Buffer.from("y"), options),
+          hasCode("SHM_LOCK_TIMEOUT"),
+        );
+      } finally {
+        await holder.release();
+      }
+      assert.ok(fs.existsSync(path));
+    }));
+
+  it("flock -n fails while we write", () =>
+    withDir(async (shmDir) => {
+      const key = randomKey();
+      const path = segmentPath(key, "lz4", { shmDir });
+      let status: number | null = -1;
+      await storeImage(
+        key,
+        "lz4",
+        () => {
+          status = flockNonBlocking(path, "-s");
+          return Buffer.from("payload");
+        },
+        { shmDir },
+      );
+      assert.equal(status, 1);
+      assert.equal(flockNonBlocking(path, "-x"), 0);
+    }));
+
+  it("reader holds LOCK_SH until release", () =>
+    withDir(async (shmDir) => {
+      const key = randomKey();
+      const { path } = await storeImage(key, "lz4", Buffer.from("p"), {
+        shmDir,
+      });
+      const image = await loadImage(key, "lz4", { shmDir });
+      assert.ok(image);
+      assert.equal(flockNonBlocking(path, "-x"), 1);
+      assert.equal(flockNonBlocking(path, "-s"), 0);
+      image.release();
+      assert.equal(flockNonBlocking(path, "-x"), 0);
+    }));
+});
+
+describe("concurrent processes", () => {
+  it("eight stores build exactly once", { timeout: 120_000 }, () =>
+    withDir(async (shmDir) => {
+      const key = randomKey();
+      const counterFile = join(shmDir, "builds.log");
+      const barrierFile = join(shmDir, "go");
+      const size = 1 << 20;
+      const children = Array.from({ length: 8 }, () =>
+        spawnChild({
+          shmDir,
+          key,
+          size,
+          seed: "concurrent",
+          counterFile,
+          barrierFile,
+          producerDelayMs: 200,
+        }),
+      );
+      const outputs = children.map(collectStdout);
+      await Promise.all(children.map((c) => waitForLine(c, "ready")));
+      fs.writeFileSync(barrierFile, "");
+      const results = (await Promise.all(outputs)).map((out) => {
+        const lines = out.trim().split("\n");
+        return JSON.parse(lines[lines.length - 1]) as {
+          built: boolean;
+          sha256: string;
+        };
+      });
+
+      const builds = fs.readFileSync(counterFile, "utf8").trim().split("\n");
+      assert.equal(builds.length, 1, `builders: ${builds.join(", ")}`);
+      assert.equal(results.filter((r) => r.built).length, 1);
+      const expected = sha256(seededBytes("concurrent", size));
+      for (const result of results) assert.equal(result.sha256, expected);
+    }));
+
+  it("rebuilds after kill -9 in producer", { timeout: 60_000 }, () =>
+    withDir(async (shmDir) => {
+      const key = randomKey();
+      const path = segmentPath(key, "lz4", { shmDir });
+      const child = spawnChild({
+        shmDir,
+        key,
+        size: 1000,
+        seed: "killed",
+        die: "producer",
+      });
+      await waitForLine(child, "building");
+      assert.equal(flockNonBlocking(path, "-s"), 1);
+      child.kill("SIGKILL");
+      assert.equal((await waitForExit(child)).signal, "SIGKILL");
+      assert.equal(fs.statSync(path).size, 0);
+      assert.equal(await loadImage(key, "lz4", { shmDir }), null);
+
+      const payload = seededBytes("killed", 1000);
+      const result = await storeImage(key, "lz4", payload, { shmDir });
+      assert.equal(result.built, true);
+      const image = await loadImage(key, "lz4", { shmDir });
+      assert.ok(image?.bytes.equals(payload));
+      image?.release();
+    }));
+
+  it("rebuilds after kill -9 mid-write", { timeout: 60_000 }, () =>
+    withDir(async (shmDir) => {
+      const key = randomKey();
+      const size = 16 << 20;
+      const child = spawnChild({ shmDir, key, size, seed: "torn", die: "write" });
+      assert.equal((await waitForExit(child)).signal, "SIGKILL");
+
+      const path = segmentPath(key, "lz4", { shmDir });
+      const torn = fs.readFileSync(path);
+      const payload = seededBytes("torn", size);
+      assert.equal(torn.length, size + TRAILER_LENGTH, "space not allocated");
+      assert.ok(torn.subarray(0, 64).equals(payload.subarray(0, 64)));
+      assert.ok(torn.subarray(size).equals(Buffer.alloc(TRAILER_LENGTH)));
+      assert.equal(await loadImage(key, "lz4", { shmDir }), null);
+
+      const warnings: ShmWarning[] = [];
+      const onWarning = (w: ShmWarning): void => void warnings.push(w);
+      const result = await storeImage(key, "lz4", payload, { shmDir, onWarning });
+      assert.equal(result.built, true);
+      assert.equal(warnings[0]?.code, "SHM_SEGMENT_INVALID");
+      const image = await loadImage(key, "lz4", { shmDir });
+      assert.ok(image?.bytes.equals(payload));
+      image?.release();
+    }));
+});
+
+describe("full tmpfs", () => {
+  it("fails with SHM_NO_SPACE and leaves nothing", () =>
+    withDir(async (dir) => {
+      const shmDir = join(dir, "tiny");
+      fs.mkdirSync(shmDir);
+      const mounted = spawnSync("mount", ["-t", "tmpfs", "-o", "size=64k", "tmpfs", shmDir], {
+        encoding: "utf8",
+      });
+      assert.equal(mounted.status, 0, `mount failed: ${mounted.stderr}`);
+      try {
+        const payload = seededBytes("big", 1 << 20);
+        await assert.rejects(
+          storeImage(randomKey(), "lz4", payload, { shmDir }),
+          (err: Error & { code?: string; cause?: { code?: string } }) => {
+            assert.equal(err.code, "SHM_NO_SPACE");
+            assert.equal(err.cause?.code, "ENOSPC");
+            assert.match(err.message, /no space left/);
+            return true;
+          },
+        );
+        assert.deepEqual(fs.readdirSync(shmDir), []);
+      } finally {
+        const unmounted = spawnSync("umount", [shmDir], { encoding: "utf8" });
+        assert.equal(unmounted.status, 0, `umount failed: ${unmounted.stderr}`);
+      }
+    }));
+});
+
+describe("untrusted segments", () => {
+  const plants: Array<[string, string, (path: string, dir: string) => void]> = [
+    ["SHM_FOREIGN_OWNER", "segment owned by nobody", (path) => fs.chownSync(path, 65534, 65534)],
+    ["SHM_UNSAFE_MODE", "segment with mode 0666", (path) => fs.chmodSync(path, 0o666)],
+    ["SHM_UNSAFE_MODE", "segment with mode 0620", (path) => fs.chmodSync(path, 0o620)],
+    [
+      "SHM_SYMLINK",
+      "symlink to a valid segment",
+      (path, dir) => {
+        const target = join(dir, "elsewhere");
+        fs.renameSync(path, target);
+        fs.symlinkSync(target, path);
+      },
+    ],
+    [
+      "SHM_NOT_REGULAR",
+      "FIFO",
+      (path) => {
+        fs.rmSync(path);
+        const made = spawnSync("mkfifo", ["-m", "600", path]);
+        assert.equal(made.status, 0);
+      },
+    ],
+    [
+      "SHM_NOT_REGULAR",
+      "directory",
+      (path) => {
+        fs.rmSync(path);
+        fs.mkdirSync(path, { mode: 0o700 });
+      },
+    ],
+  ];
+
+  for (const [code, what, plant] of plants) {
+    it(`rejects ${what}`, () =>
+      withDir(async (shmDir) => {
+        const key = randomKey();
+        const { path } = await storeImage(key, "lz4", Buffer.from("secret"), {
+          shmDir,
+        });
+        plant(path, shmDir);
+        await assert.rejects(loadImage(key, "lz4", { shmDir }), (err: Error) => {
+          hasCode(code)(err);
+          assert.ok(err.message.includes(`rm ${path}`), err.message);
+          return true;
+        });
+        let called = false;
+        const producer = (): Buffer => {
+          called = true;
+          return Buffer.from("replacement");
+        };
+        await assert.rejects(storeImage(key, "lz4", producer, { shmDir }), hasCode(code));
+        assert.equal(called, false);
+      }));
+  }
+});
+
+describe("cleanupStale", () => {
+  it("removes only unlocked stale segments", () =>
+    withDir(async (shmDir) => {
+      const [kept, stale, locked, foreign] = [1, 2, 3, 4].map(randomKey);
+      const paths = new Map<string, string>();
+      for (const key of [kept, stale, locked, foreign]) {
+        const { path } = await storeImage(key, "lz4", Buffer.from(key), {
+          shmDir,
+        });
+        paths.set(key, path);
+      }
+      const baseStale = await storeImage(stale, "base", Buffer.from("b"), {
+        shmDir,
+      });
+      fs.chownSync(paths.get(foreign)!, 65534, 65534);
+      fs.writeFileSync(join(shmDir, "ktstr-other-file"), "not ours");
+      const name = (key: string): string => segmentName(key, "lz4");
+
+      const holder = await holdWithFlock(paths.get(locked)!, "-s", 30);
+      const warnings: ShmWarning[] = [];
+      try {
+        const result = cleanupStale({
+          shmDir,
+          keep: [name(kept)],
+          onWarning: (w) => void warnings.push(w),
+        });
+        assert.deepEqual(
+          result.removed.sort(),
+          [name(stale), segmentName(stale, "base")].sort(),
+        );
+        assert.deepEqual(result.inUse, [name(locked)]);
+        assert.deepEqual(result.skipped, [name(foreign)]);
+      } finally {
+        await holder.release();
+      }
+      assert.equal(warnings.length, 1);
+      assert.equal(warnings[0].code, "SHM_STALE_SKIPPED");
+      assert.equal(fs.existsSync(paths.get(stale)!), false);
+      assert.equal(fs.existsSync(baseStale.path), false);
+      assert.equal(fs.existsSync(paths.get(kept)!), true);
+      assert.equal(fs.existsSync(paths.get(locked)!), true);
+      assert.equal(fs.existsSync(join(shmDir, "ktstr-other-file")), true);
+    }));
+});
+
+describe("real /dev/shm", () => {
+  it("stores and loads a unique segment", async () => {
+    const key = randomKey();
+    const path = segmentPath(key, "lz4");
+    assert.equal(fs.existsSync(path), false);
+    try {
+      const payload = seededBytes("dev-shm", 65_536);
+      assert.equal((await storeImage(key, "lz4", payload)).path, path);
+      const image = await loadImage(key, "lz4");
+      assert.ok(image?.bytes.equals(payload));
+      image?.release();
+    } finally {
+      fs.rmSync(path, { force: true });
+    }
+  });
+});
