@@ -6,7 +6,7 @@ import { Readable } from "node:stream";
  * name with its NUL padded to 4 bytes, then the data padded to 4 bytes.
  */
 export const CPIO_NEWC_MAGIC = "070701";
-/** newc with a checksum in c_check; the kernel accepts it too. */
+/** newc with a checksum in c_check, which the kernel also accepts. */
 export const CPIO_CRC_MAGIC = "070702";
 export const CPIO_HEADER_SIZE = 110;
 export const CPIO_ALIGN = 4;
@@ -107,8 +107,9 @@ function hex8(value: number, field: string, name: Buffer): string {
   if (!Number.isInteger(value) || value < 0 || value > CPIO_FIELD_MAX) {
     throw new CpioError(
       "CPIO_INVALID_FIELD",
-      `${field} ${value} of ${name.toString("utf8")} does not fit in ` +
-        `8 hex digits: use an integer from 0 to ${CPIO_FIELD_MAX}`,
+      `${field} ${value} of ${quoteName(name.toString("utf8"))} does ` +
+        `not fit in 8 hex digits: use an integer from 0 to ` +
+        `${CPIO_FIELD_MAX}`,
       name.toString("utf8"),
     );
   }
@@ -184,12 +185,12 @@ const ZERO_PAD = Buffer.alloc(CPIO_ALIGN);
 const MAX_FILE_SIZE = CPIO_FIELD_MAX;
 
 /**
- * Builds a newc archive. Entries are validated and their headers encoded
- * when added, so `length` is exact before any file byte is read; file
- * bytes are read only while the output is consumed, one file at a time.
- * After finish(), read the output once or more with toBuffer(), stream()
- * or `for await`; a plain iterable or stream given as data can be read
- * only once.
+ * Builds a newc archive. Each entry is validated and its header encoded
+ * when it is added, so `length` is exact before any file byte is read.
+ * File bytes are read only while the output is consumed, one file at a
+ * time. After finish(), read the output with toBuffer(), stream() or
+ * `for await`, more than once unless a file's data is a plain iterable
+ * or stream, which can be read only once.
  */
 export class CpioWriter {
   readonly #entries: PendingEntry[] = [];
@@ -315,7 +316,7 @@ export class CpioWriter {
     if (this.#names.has(name)) {
       throw new CpioError(
         "CPIO_DUPLICATE_NAME",
-        `duplicate archive path ${name}: each path may appear once`,
+        `duplicate archive path ${quoteName(name)}: each path may appear once`,
         name,
       );
     }
@@ -327,7 +328,10 @@ export class CpioWriter {
         c_uid: options.uid ?? this.#uid,
         c_gid: options.gid ?? this.#gid,
         c_nlink: nlink,
-        c_mtime: checkMtime(options.mtime ?? this.#mtime, `mtime of ${name}`),
+        c_mtime: checkMtime(
+          options.mtime ?? this.#mtime,
+          `mtime of ${quoteName(name)}`,
+        ),
         c_filesize: size,
         c_devmajor: 0,
         c_devminor: 0,
@@ -403,8 +407,9 @@ function fileMode(mode: number, type: number, name: string): number {
   if (!valid) {
     throw new CpioError(
       "CPIO_INVALID_MODE",
-      `invalid mode ${formatOctal(mode)} for ${name}: give permission ` +
-        `bits (0 to 0o7777), optionally with type ${formatOctal(type)}`,
+      `invalid mode ${formatOctal(mode)} for ${quoteName(name)}: give ` +
+        `permission bits (0 to 0o7777), optionally with type ` +
+        `${formatOctal(type)}`,
       name,
     );
   }
@@ -422,14 +427,16 @@ function fileSize(name: string, options: CpioFileOptions): number {
   if (size === undefined) {
     throw new CpioError(
       "CPIO_INVALID_FIELD",
-      `missing size for ${name}: streamed data needs its byte count`,
+      `missing size for ${quoteName(name)}: streamed data needs its ` +
+        `byte count`,
       name,
     );
   }
   if (size > MAX_FILE_SIZE && Number.isInteger(size)) {
     throw new CpioError(
       "CPIO_FILE_TOO_LARGE",
-      `${name} has ${size} bytes: newc stores sizes in 32 bits, so files ` +
+      `${quoteName(name)} has ${size} bytes: newc stores sizes in 32 ` +
+        `bits, so files ` +
         `must be smaller than 4 GiB`,
       name,
     );
@@ -437,7 +444,7 @@ function fileSize(name: string, options: CpioFileOptions): number {
   if (!Number.isInteger(size) || size < 0) {
     throw new CpioError(
       "CPIO_INVALID_FIELD",
-      `invalid size ${size} for ${name}: use a byte count`,
+      `invalid size ${size} for ${quoteName(name)}: use a byte count`,
       name,
     );
   }
@@ -450,16 +457,17 @@ function fileSize(name: string, options: CpioFileOptions): number {
 function sizeMismatch(name: string, size: number, actual: string) {
   return new CpioError(
     "CPIO_SIZE_MISMATCH",
-    `${name} was declared with ${size} bytes but its data ${actual}; ` +
-      `pass the exact size`,
+    `${quoteName(name)} was declared with ${size} bytes but its data ` +
+      `${actual}: pass the exact size`,
     name,
   );
 }
 
 function checkName(name: string): Buffer {
   const fail = (code: string, reason: string) => {
-    const shown = JSON.stringify(name);
-    return new CpioError(code, `invalid archive path ${shown}: ${reason}`, name);
+    const quoted = quoteName(name);
+    const message = `invalid archive path ${quoted}: ${reason}`;
+    return new CpioError(code, message, name);
   };
   if (name === "") throw fail("CPIO_EMPTY_NAME", "the name is empty");
   if (name.startsWith("/")) {
@@ -484,9 +492,22 @@ function checkName(name: string): Buffer {
   return bytes;
 }
 
+/** Quotes a name for a message, shortened to its first 80 characters. */
+function quoteName(name: string): string {
+  const limit = 80;
+  if (name.length <= limit) return JSON.stringify(name);
+  return `${JSON.stringify(name.slice(0, limit))}...`;
+}
+
 function symlinkBody(name: string, target: string): Buffer {
-  const fail = (code: string, reason: string) =>
-    new CpioError(code, `invalid symlink target for ${name}: ${reason}`, name);
+  const fail = (code: string, reason: string) => {
+    const quoted = quoteName(name);
+    return new CpioError(
+      code,
+      `invalid symlink target for ${quoted}: ${reason}`,
+      name,
+    );
+  };
   if (target === "") throw fail("CPIO_INVALID_SYMLINK", "it is empty");
   if (target.includes("\0")) {
     throw fail("CPIO_INVALID_SYMLINK", "it contains a NUL byte");
@@ -514,7 +535,8 @@ function checkFinishOptions(
   if (!Number.isSafeInteger(baseLength) || baseLength < 0) {
     throw fail(`invalid baseLength ${baseLength}: use a byte count`);
   }
-  // The kernel skips zeros only between archives, after a trailer.
+  // init/initramfs.c skips zero bytes only where a new archive may
+  // start, so padding must follow a trailer.
   if (!trailer && padTo > 1) {
     throw fail("padTo needs the trailer: zero padding may follow only it");
   }

@@ -192,7 +192,9 @@ function createCompressor(options: Lz4Options): BlockCompressor {
     );
   }
   const codec = options.codec ?? "auto";
-  if (codec === "liblz4") return liblz4Compressor(loadLibLz4(), level, concurrency);
+  if (codec === "liblz4") {
+    return liblz4Compressor(loadLibLz4(), level, concurrency);
+  }
   if (codec === "npm") return npmCompressor(loadNpmLz4(), level);
   if (codec !== "auto") {
     throw new Lz4Error(
@@ -385,10 +387,11 @@ const MIN_MATCH = 4;
 
 /**
  * Decodes one raw LZ4 block into `dst` and returns the decoded length.
- * Throws Lz4Error (offset relative to `src`) on malformed input, on
- * output longer than `dst` (LZ4_BLOCK_TOO_LARGE) and on a block that
- * breaks the end-of-block rules: the last match must start at least 12
- * bytes and end at least 5 bytes before the end of the decoded block.
+ * Throws Lz4Error, with an offset relative to `src`, on malformed input
+ * and on output longer than `dst` (LZ4_BLOCK_TOO_LARGE). It also rejects
+ * a block that breaks the end-of-block rules of the LZ4 block format: the
+ * last match must start at least 12 bytes, and end at least 5 bytes,
+ * before the end of the decoded block.
  */
 export function decodeBlock(src: Uint8Array, dst: Uint8Array): number {
   let ip = 0;
