@@ -1,4 +1,10 @@
-import { closeSync, fstatSync, openSync, readSync } from "node:fs";
+import {
+  closeSync,
+  constants,
+  fstatSync,
+  openSync,
+  readSync,
+} from "node:fs";
 
 /** The four bytes every ELF file starts with. */
 export const ELFMAG = Buffer.from([0x7f, 0x45, 0x4c, 0x46]);
@@ -89,11 +95,18 @@ export function bufferSource(buffer: Buffer): ByteSource {
 }
 
 /** Opens `path` for positioned reads; call `close()` when done. */
-export function fileSource(path: string): ByteSource & { close(): void } {
-  const fd = openSync(path, "r");
-  const size = fstatSync(fd).size;
+export function fileSource(
+  path: string,
+): ByteSource & { isFile: boolean; close(): void } {
+  // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a
+  // writer. It has no effect on regular files.
+  const fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  const stat = fstatSync(fd);
+  const size = stat.size;
   return {
     size,
+    /** False for a directory, FIFO, socket or device. */
+    isFile: stat.isFile(),
     read(offset, length) {
       const end = Math.min(size, offset + length);
       if (end <= offset) return Buffer.alloc(0);
@@ -291,12 +304,19 @@ function readDynamicEntries(
     runpath: null,
     flags1: 0,
   };
-  // The loop is bounded by the segment size, so a table without DT_NULL
-  // ends at the end of PT_DYNAMIC instead of running on.
+  if (table.length < dyn.p_filesz) {
+    throw new ElfFormatError("PT_DYNAMIC extends past end of file");
+  }
+  // The loop is bounded by the segment size. ld.so would read past the
+  // end of a table without DT_NULL, so such a table is malformed.
+  let terminated = false;
   for (let at = 0; at + entsize <= table.length; at += entsize) {
     const tag = r.bits === 64 ? r.u64(table, at) : r.u32(table, at);
     const value = r.addr(table, at + entsize / 2);
-    if (tag === DT_NULL) break;
+    if (tag === DT_NULL) {
+      terminated = true;
+      break;
+    }
     if (tag === DT_NEEDED) out.needed.push(value);
     else if (tag === DT_STRTAB) out.strtab = value;
     else if (tag === DT_STRSZ) out.strsz = value;
@@ -305,6 +325,7 @@ function readDynamicEntries(
     else if (tag === DT_RUNPATH) out.runpath = value;
     else if (tag === DT_FLAGS_1) out.flags1 = value;
   }
+  if (!terminated) throw new ElfFormatError("PT_DYNAMIC has no DT_NULL");
   return out;
 }
 
@@ -363,13 +384,14 @@ export function readElfInfo(source: ByteSource): ElfInfo {
 }
 
 /**
- * Reads the ELF facts of the file at `path`. Returns null when the file
- * does not start with the ELF magic; throws ElfFormatError when it does
- * but is malformed.
+ * Reads the ELF facts of the file at `path`. Returns null for a file that
+ * is not regular or lacks the ELF magic. Throws ElfFormatError for a file
+ * with the magic that cannot be parsed.
  */
 export function readElfFile(path: string): ElfInfo | null {
   const source = fileSource(path);
   try {
+    if (!source.isFile) return null;
     if (!hasElfMagic(source.read(0, 4))) return null;
     return readElfInfo(source);
   } finally {
