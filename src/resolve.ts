@@ -220,9 +220,13 @@ export class Resolver {
     const state = new ClosureState(this, main, requestedBy);
     const interp = info.interpreter;
     if (interp === null) {
-      // A static-PIE binary has PT_DYNAMIC but no DT_NEEDED; a shared
-      // library given as the root is searched as glibc would.
-      state.order = this.glibcOrder(info, null, [], main);
+      // A static-PIE binary has PT_DYNAMIC but no DT_NEEDED. A shared
+      // library given as the root is searched as glibc would search it
+      // for a program, with the standard ld.so already loaded.
+      if (info.needed.length === 0) return EMPTY_CLOSURE;
+      const standard = loaderAbiFor(info)?.standardInterpreters[0] ?? null;
+      if (standard !== null) state.loadInterpreter(standard, false);
+      state.order = this.glibcOrder(info, standard, [], main);
       state.walk([main]);
       return state.closure;
     }
@@ -344,11 +348,13 @@ class ClosureState {
   }
 
   /** Adds PT_INTERP as loaded: ld.so is in the namespace before anything. */
-  loadInterpreter(interp: string): LoadedObject | null {
+  loadInterpreter(interp: string, required = true): LoadedObject | null {
     const tree = this.resolver.tree;
     const found = this.resolver.openCandidate(interp, this.main.info);
     if (found === null) {
-      this.closure.missing.push({ name: interp, requestedBy: this.mainHost });
+      if (required) {
+        this.closure.missing.push({ name: interp, requestedBy: this.mainHost });
+      }
       return null;
     }
     const [canonical, info] = found;
