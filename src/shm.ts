@@ -211,6 +211,27 @@ function lockDeadline(options: ShmOptions): number {
   return Date.now() + timeout;
 }
 
+function createMode(options: StoreOptions): number {
+  const mode = options.mode ?? 0o600;
+  if (mode !== 0o600 && mode !== 0o644) {
+    throw new ShmError(
+      "SHM_INVALID_OPTION",
+      `mode ${Number(mode).toString(8)} is invalid; use 0o600 or 0o644`,
+    );
+  }
+  return mode;
+}
+
+/**
+ * Throws the error storeImage() would throw for `options`, so that a
+ * caller can reject bad options before any image exists.
+ */
+export function checkStoreOptions(options: StoreOptions): void {
+  segmentName("0".repeat(16), "base", options.arch ?? rustArch());
+  createMode(options);
+  lockDeadline(options);
+}
+
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
@@ -259,7 +280,7 @@ function isCurrent(fd: number, path: string): boolean {
 }
 
 /**
- * Throws unless `stat` is a regular file of this user that nobody else
+ * Throws unless `stat` is a regular file of this user that no other user
  * can write, because /dev/shm is world-writable and any user can plant a
  * segment name.
  */
@@ -350,15 +371,17 @@ function createExclusive(path: string, mode: number): number | null {
   return fd;
 }
 
-function readExactly(fd: number, length: number, position: number): Buffer {
+/** Reads `length` bytes at `position`; returns null at end of file. */
+function readExactly(
+  fd: number,
+  length: number,
+  position: number,
+): Buffer | null {
   const buffer = Buffer.allocUnsafe(length);
   let done = 0;
   while (done < length) {
     const n = fs.readSync(fd, buffer, done, length - done, position + done);
-    if (n === 0) {
-      // Only a process that ignores the lock can shrink a segment here.
-      throw new Error(`segment ended at byte ${position + done}, expected more`);
-    }
+    if (n === 0) return null;
     done += n;
   }
   return buffer;
@@ -386,7 +409,11 @@ function validate(fd: number): Validation {
   if (size < TRAILER_LENGTH) {
     return { ok: false, reason: `it has ${size} bytes, no trailer` };
   }
+  // A read can come up short only if a process that ignores the lock
+  // truncated the segment after fstat.
+  const shrunk: Validation = { ok: false, reason: "it shrank while read" };
   const trailer = readExactly(fd, TRAILER_LENGTH, size - TRAILER_LENGTH);
+  if (trailer === null) return shrunk;
   if (!trailer.subarray(0, 8).equals(TRAILER_MAGIC)) {
     return { ok: false, reason: "its trailer magic is missing" };
   }
@@ -399,6 +426,7 @@ function validate(fd: number): Validation {
     return { ok: false, reason: `its trailer gives length ${length}` };
   }
   const payload = readExactly(fd, size - TRAILER_LENGTH, 0);
+  if (payload === null) return shrunk;
   const expected = trailer.subarray(24, 24 + CHECKSUM_LENGTH);
   if (!checksum(payload).equals(expected)) {
     return { ok: false, reason: "its checksum does not match" };
@@ -531,13 +559,7 @@ export async function storeImage(
   options: StoreOptions = {},
 ): Promise<StoreResult> {
   const path = segmentPath(key, kind, options);
-  const mode = options.mode ?? 0o600;
-  if (mode !== 0o600 && mode !== 0o644) {
-    throw new ShmError(
-      "SHM_INVALID_OPTION",
-      `mode ${Number(mode).toString(8)} is invalid; use 0o600 or 0o644`,
-    );
-  }
+  const mode = createMode(options);
   const deadline = lockDeadline(options);
   for (;;) {
     const created = createExclusive(path, mode);
