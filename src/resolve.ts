@@ -10,7 +10,7 @@ import {
   type ElfInfo,
 } from "./elf.js";
 import { HostTree, type FileTree } from "./file-tree.js";
-import { loadLdCache, type LdCache } from "./ldcache.js";
+import { EMPTY_CACHE, loadLdCache, type LdCache } from "./ldcache.js";
 import {
   hostPlatform,
   loaderAbiFor,
@@ -112,6 +112,8 @@ export class Resolver {
   private readonly closures = new Map<string, Closure>();
   private ldCache: LdCache | null | undefined;
   private readonly warned = new Set<string>();
+  /** Canonical paths of files that failed to parse as ELF. */
+  private readonly malformed = new Set<string>();
 
   constructor(opts: ResolverOptions = {}) {
     this.opts = opts;
@@ -180,6 +182,7 @@ export class Resolver {
         info = readElfFile(node.hostPath);
       } catch (err) {
         if (!(err instanceof ElfFormatError)) throw err;
+        this.malformed.add(canonical);
         this.warn(
           "ELF_MALFORMED",
           `${node.hostPath} is a malformed ELF file (${err.message}); ` +
@@ -198,8 +201,14 @@ export class Resolver {
     if (path === null) {
       this.ldCache = null;
     } else {
-      const host = this.tree.toHost(path ?? "/etc/ld.so.cache");
-      this.ldCache = loadLdCache(host, (w) => this.warn(w.code, w.message, w.path));
+      // Only a file inside the root counts: an image without a cache
+      // must not fall back to the host's /etc/ld.so.cache.
+      const canonical = this.canonical(path ?? "/etc/ld.so.cache");
+      const node = canonical === null ? null : this.tree.lookup(canonical);
+      this.ldCache =
+        node?.type === "file"
+          ? loadLdCache(node.hostPath, (w) => this.warn(w.code, w.message, w.path))
+          : EMPTY_CACHE;
     }
     return this.ldCache;
   }
@@ -321,12 +330,30 @@ export class Resolver {
     return abi?.defaultDirs ?? [];
   }
 
-  /** Opens a candidate as ld.so's open_verify does; null to keep looking. */
+  /**
+   * Opens a candidate as ld.so's open_verify does; null to keep looking.
+   * NOTE: glibc abandons a whole directory list when opening a candidate
+   * fails with an error other than ENOENT or EACCES (a symlink loop, for
+   * example); here such a candidate is skipped like a missing one.
+   */
   openCandidate(path: string, root: ElfInfo): [string, ElfInfo] | null {
     const canonical = this.canonical(path);
     if (canonical === null) return null;
     const info = this.elf(canonical);
-    if (info === null || info.e_type !== ET_DYN) return null;
+    if (info === null) {
+      const node = this.tree.lookup(canonical);
+      if (node?.type === "file" && !this.malformed.has(canonical)) {
+        this.warn(
+          "LIB_NOT_ELF",
+          `${node.hostPath} is not an ELF file but has the name of a ` +
+            "needed library; skipping it, but glibc's ld.so stops here " +
+            "with \"invalid ELF header\". Rename or move the file.",
+          node.hostPath,
+        );
+      }
+      return null;
+    }
+    if (info.e_type !== ET_DYN) return null;
     if (!compatibleIdent(root, info)) return null;
     return [canonical, info];
   }
