@@ -1,16 +1,16 @@
 import type Vinyl from "vinyl";
 
-/**
- * What a file is to the image. The role decides its place in the base
- * archive, its mode, and whether stripDebug() touches it.
- */
-export type Role = "payload" | "busybox" | "extra" | "include" | "library";
+import type { Role } from "../src/layout.js";
+
+export type { Role };
 
 /** One independently compressed part of an image file. */
 export interface ImagePart {
   name: "base" | "suffix";
   /** Length in bytes of this part in the file's current contents. */
   length: number;
+  /** Length of the uncompressed cpio archive of this part. */
+  archiveLength: number;
 }
 
 /** Facts about an archive that cpio() emits and later stages update. */
@@ -45,4 +45,14 @@ export function metaOf(file: Vinyl): InitramfsData {
   const f = file as InitramfsFile;
   f.initramfs ??= {};
   return f.initramfs;
+}
+
+/** Returns the file's archive path: `file.relative` with `/` separators. */
+export function archivePathOf(file: Vinyl): string {
+  return file.relative.split("\\").join("/");
+}
+
+/** Returns the host path the file's bytes come from. */
+export function hostPathOf(file: Vinyl): string {
+  return (file as InitramfsFile).initramfs?.hostPath ?? file.path;
 }

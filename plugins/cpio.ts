@@ -1,0 +1,159 @@
+import { createReadStream, statSync } from "node:fs";
+import { join } from "node:path";
+import { PassThrough } from "node:stream";
+import Vinyl from "vinyl";
+import type { SuffixParams } from "../src/config.js";
+import { CpioWriter } from "../src/cpio.js";
+import { contentKey, newContentHash } from "../src/key.js";
+import { writeSuffix } from "../src/suffix.js";
+import { planBase, type LayoutItem } from "../src/layout.js";
+import {
+  archivePathOf,
+  hostPathOf,
+  metaOf,
+  type ImageFacts,
+} from "./meta.js";
+import { InitramfsError, pluginStream, type WarningHandler } from "./transform.js";
+
+export interface CpioOptions {
+  /** File name of the emitted archive. Default "initramfs.cpio". */
+  name?: string;
+  /**
+   * Per-run files of the suffix archive. Default: an empty `/args` only,
+   * which still ends the image with the trailer and 512-byte padding.
+   */
+  suffix?: Partial<SuffixParams>;
+  /** c_mtime of every entry; default SOURCE_DATE_EPOCH, else 0. */
+  mtime?: number;
+  /**
+   * true (default): the archive's contents are a Buffer. false: a stream,
+   * so file bytes are read while the archive is consumed.
+   */
+  buffer?: boolean;
+  onWarning?: WarningHandler;
+}
+
+interface Item extends LayoutItem {
+  file: Vinyl;
+}
+
+function toItem(file: Vinyl): Item {
+  const meta = metaOf(file);
+  const item: Item = {
+    archivePath: archivePathOf(file),
+    role: meta.role ?? "include",
+    file,
+  };
+  if (file.isSymbolic()) item.symlinkTarget = file.symlink!;
+  if (file.stat) item.permissions = file.stat.mode & 0o7777;
+  if (item.role === "library") item.hostIdentity = hostPathOf(file);
+  return item;
+}
+
+/** Returns the byte count and the data source of one file. */
+function fileData(file: Vinyl) {
+  if (file.isBuffer()) return { size: file.contents.length, data: file.contents };
+  const hostPath = hostPathOf(file);
+  if (file.isStream()) {
+    const size = file.stat?.size ?? statSync(hostPath).size;
+    return { size, data: file.contents as AsyncIterable<Buffer> };
+  }
+  let size: number;
+  try {
+    size = statSync(hostPath).size;
+  } catch (error) {
+    throw new InitramfsError(
+      "INPUT_NOT_FOUND",
+      `${hostPath} cannot be read for ${archivePathOf(file)} ` +
+        `(${(error as NodeJS.ErrnoException).code}); check the path`,
+      hostPath,
+    );
+  }
+  return { size, data: () => createReadStream(hostPath) };
+}
+
+/** Writes the planned base archive (no trailer) into a new writer. */
+export function writeBase(items: Item[], mtime?: number): CpioWriter {
+  const writer = new CpioWriter({ mtime });
+  for (const entry of planBase(items)) {
+    if (entry.kind === "directory") {
+      writer.addDirectory(entry.archivePath, { mode: entry.mode });
+    } else if (entry.kind === "symlink") {
+      writer.addSymlink(entry.archivePath, entry.target);
+    } else if (entry.item === null) {
+      writer.addFile(entry.archivePath, { mode: entry.mode, data: Buffer.alloc(0) });
+    } else {
+      const { size, data } = fileData(entry.item.file);
+      writer.addFile(entry.archivePath, { mode: entry.mode, size, data });
+    }
+  }
+  return writer.finish({ trailer: false });
+}
+
+/**
+ * Packs every input file into one cpio newc image: the base archive in the
+ * guest's layout (directories, `init`, busybox, extras, includes,
+ * libraries, sentinel) followed by the suffix archive (`args` and the
+ * other per-run files, the trailer, padding to 512 bytes). Emits one
+ * Vinyl file carrying `initramfs.image` (key, part lengths, entry count).
+ */
+export function cpio(options: CpioOptions = {}) {
+  const items: Item[] = [];
+  let cwd = process.cwd();
+  return pluginStream(
+    () => ({
+      transform(file) {
+        if (file.isDirectory()) return;
+        cwd = file.cwd;
+        items.push(toItem(file));
+      },
+      async flush(push) {
+        const base = writeBase(items, options.mtime);
+        const suffix = writeSuffix(options.suffix ?? {}, base.length, options.mtime);
+        const image: ImageFacts = {
+          key: "",
+          parts: [
+            { name: "base", length: base.length, archiveLength: base.length },
+            { name: "suffix", length: suffix.length, archiveLength: suffix.length },
+          ],
+          compression: "none",
+          entries: base.entryCount + suffix.entryCount,
+        };
+        const out = new Vinyl({
+          cwd,
+          base: cwd,
+          path: join(cwd, options.name ?? "initramfs.cpio"),
+        });
+        metaOf(out).image = image;
+        if (options.buffer === false) {
+          out.contents = streamImage(base, suffix, image);
+        } else {
+          const hash = newContentHash();
+          const baseBytes = await base.toBuffer();
+          image.key = contentKey(hash.update(baseBytes));
+          out.contents = Buffer.concat([baseBytes, await suffix.toBuffer()]);
+        }
+        push(out);
+      },
+    }),
+    options.onWarning,
+  );
+}
+
+/** Streams base then suffix, setting the key once the base is hashed. */
+function streamImage(base: CpioWriter, suffix: CpioWriter, image: ImageFacts) {
+  const out = new PassThrough();
+  (async () => {
+    const hash = newContentHash();
+    for await (const chunk of base) {
+      hash.update(chunk);
+      if (!out.write(chunk)) await new Promise((r) => out.once("drain", r));
+    }
+    image.key = contentKey(hash);
+    for await (const chunk of suffix) {
+      if (!out.write(chunk)) await new Promise((r) => out.once("drain", r));
+    }
+    out.end();
+  })().catch((error: unknown) => out.destroy(error as Error));
+  return out;
+}

@@ -1,0 +1,93 @@
+import { Transform, type TransformCallback } from "node:stream";
+import PluginError from "plugin-error";
+import type Vinyl from "vinyl";
+
+export const PLUGIN_NAME = "gulp-initramfs";
+
+/** A warning a plugin reports without failing the build. */
+export interface InitramfsWarning {
+  /** Stable code, listed in the README. */
+  code: string;
+  message: string;
+  /** The file the warning is about, when there is one. */
+  fileName?: string;
+}
+
+export type WarningHandler = (warning: InitramfsWarning) => void;
+
+/** An error with a stable code, raised by src/ modules and plugins. */
+export class InitramfsError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+    readonly fileName?: string,
+  ) {
+    super(message);
+    this.name = "InitramfsError";
+  }
+}
+
+/**
+ * Wraps `error` as a PluginError that names the file, keeping the code of
+ * an error that has one.
+ */
+export function toPluginError(error: unknown, fileName?: string): PluginError {
+  if (error instanceof PluginError) return error;
+  const cause = error instanceof Error ? error : new Error(String(error));
+  const named = (cause as { fileName?: string }).fileName ?? fileName;
+  const pluginError = new PluginError(PLUGIN_NAME, cause, {
+    fileName: named,
+    showStack: false,
+  });
+  const code = (cause as { code?: unknown }).code;
+  if (typeof code === "string") {
+    (pluginError as PluginError & { code?: string }).code = code;
+  }
+  return pluginError;
+}
+
+export interface PluginHooks {
+  /** Handles one file; push() any number of files, return when done. */
+  transform(file: Vinyl, push: (file: Vinyl) => void): Promise<void> | void;
+  /** Runs after the last input file; may push more files. */
+  flush?(push: (file: Vinyl) => void): Promise<void> | void;
+}
+
+/**
+ * Creates an object-mode Transform that runs async hooks in order and turns
+ * any thrown error into a PluginError naming the file. Warnings go to
+ * `onWarning` when given and are emitted as "warning" events either way.
+ */
+export function pluginStream(
+  hooks: (warn: WarningHandler) => PluginHooks,
+  onWarning?: WarningHandler,
+): Transform {
+  const stream: Transform = new Transform({
+    objectMode: true,
+    highWaterMark: 16,
+    transform(file: Vinyl, _encoding: string, callback: TransformCallback) {
+      const push = (out: Vinyl) => stream.push(out);
+      Promise.resolve()
+        .then(() => handlers.transform(file, push))
+        .then(
+          () => callback(),
+          (error: unknown) => callback(toPluginError(error, file.path)),
+        );
+    },
+    flush(callback: TransformCallback) {
+      const push = (out: Vinyl) => stream.push(out);
+      Promise.resolve()
+        .then(() => handlers.flush?.(push))
+        .then(
+          () => callback(),
+          (error: unknown) => callback(toPluginError(error)),
+        );
+    },
+  });
+  const warn: WarningHandler = (warning) => {
+    onWarning?.(warning);
+    stream.emit("warning", warning);
+  };
+  const handlers = hooks(warn);
+  return stream;
+}
