@@ -19,7 +19,7 @@
  */
 import { createHash } from "node:crypto";
 import * as fs from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { promisify } from "node:util";
 import {
   LOCK_EX,
@@ -473,7 +473,7 @@ function spaceError(err: unknown, path: string, size: number): unknown {
   return new ShmError(
     "SHM_NO_SPACE",
     `no space left to store ${size} bytes in ${path}; free space in that ` +
-      `filesystem (df ${path}/..) or pick a larger shmDir`,
+      `filesystem (df ${dirname(path)}) or pick a larger shmDir`,
     path,
     { cause: err },
   );
@@ -498,8 +498,10 @@ async function fillSegment(
     try {
       const payload = await produce(source, path);
       size = payload.length + TRAILER_LENGTH;
-      // Allocating first makes a full tmpfs fail here with ENOSPC, not
-      // with SIGBUS in a later reader's mapping.
+      // Allocating first makes a full tmpfs fail here with ENOSPC before
+      // any write, and leaves no hole for a reader's mapping to fault in.
+      // (On tmpfs such a fault must allocate a page and raises SIGBUS when
+      // it cannot.)
       posixFallocate(fd, 0, size);
       await writeAll(fd, payload, 0);
       await writeAll(fd, encodeTrailer(payload), payload.length);

@@ -283,7 +283,7 @@ describe("flock(1) interop", () => {
     withDir(async (shmDir) => {
       const key = randomKey();
       const path = segmentPath(key, "lz4", { shmDir });
-      // A truncated segment: the store must take LOCK_EX to replace it.
+      // The store must take LOCK_EX to replace this truncated segment.
       fs.writeFileSync(path, Buffer.alloc(10), { mode: 0o600 });
       const holder = await holdWithFlock(path, "-s", 3);
       try {
@@ -307,6 +307,43 @@ describe("flock(1) interop", () => {
       const image = await loadImage(key, "lz4", { shmDir });
       assert.equal(image?.bytes.toString(), "new");
       image?.release();
+    }));
+
+  it("retries when the segment is replaced", () =>
+    withDir(async (shmDir) => {
+      const key = randomKey();
+      const path = segmentPath(key, "lz4", { shmDir });
+      fs.writeFileSync(path, Buffer.alloc(10), { mode: 0o600 });
+      // flock(1) plays a failed writer that keeps LOCK_EX on an unlinked file.
+      const holder = await holdWithFlock(path, "-x", 30);
+      let producerCalls = 0;
+      const waitingStore = storeImage(
+        key,
+        "lz4",
+        () => {
+          producerCalls += 1;
+          return Buffer.from("from the waiting store");
+        },
+        { shmDir },
+      );
+      const waitingLoad = loadImage(key, "lz4", { shmDir });
+      try {
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        fs.unlinkSync(path);
+        const replaced = await storeImage(key, "lz4", Buffer.from("new"), {
+          shmDir,
+        });
+        assert.equal(replaced.built, true);
+      } finally {
+        await holder.release();
+      }
+
+      assert.equal((await waitingStore).built, false);
+      assert.equal(producerCalls, 0);
+      const loaded = await waitingLoad;
+      assert.equal(loaded?.bytes.toString(), "new");
+      loaded?.release();
+      assert.equal(fs.readFileSync(path).subarray(0, 3).toString(), "new");
     }));
 
   it("times out behind flock -x", () =>
