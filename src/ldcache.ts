@@ -51,7 +51,7 @@ export interface LdCacheEntry {
 
 export interface LdCache {
   format: "new" | "old" | "compat" | "empty";
-  /** Entries in file order, which ldconfig sorts by _dl_cache_libcmp. */
+  /** Entries in file order: descending by _dl_cache_libcmp of `key`. */
   entries: LdCacheEntry[];
   /** Whether entries come from the new-format section (they carry hwcap). */
   hasHwcap: boolean;
@@ -282,8 +282,9 @@ export function lookupLdCache(
     let middle = (left + right) >> 1;
     const cmp = cacheLibCompare(name, libs[middle].key);
     if (cmp !== 0) {
-      if (cmp < 0) right = middle - 1;
-      else left = middle + 1;
+      // ldconfig sorts entries in descending _dl_cache_libcmp order.
+      if (cmp < 0) left = middle + 1;
+      else right = middle - 1;
       continue;
     }
     while (middle > 0 && cacheLibCompare(name, libs[middle - 1].key) === 0) {
