@@ -16,6 +16,9 @@ export const SHT_DYNSYM = 11;
 export const SHT_GROUP = 17;
 export const SHT_SYMTAB_SHNDX = 18;
 
+export const STT_SECTION = 3;
+export const STT_FILE = 4;
+
 export const SHF_ALLOC = 0x2;
 export const SHF_INFO_LINK = 0x40;
 

@@ -22,6 +22,7 @@ import {
   SHN_XINDEX,
   SHN_UNDEF,
   SHT_DYNSYM,
+  SHT_NULL,
   SHT_GROUP,
   SHT_NOBITS,
   SHT_REL,
@@ -29,6 +30,8 @@ import {
   SHT_STRTAB,
   SHT_SYMTAB,
   SHT_SYMTAB_SHNDX,
+  STT_FILE,
+  STT_SECTION,
   RelocationSymbols,
   buildStringTable,
   encodeSectionHeader,
@@ -73,6 +76,11 @@ export interface StripOptions {
    * name table are kept whatever it returns.
    */
   predicate?: (section: SectionInfo) => boolean;
+  /**
+   * Keeps STT_FILE symbols and unused STT_SECTION symbols in .symtab.
+   * By default they go, as with `strip --strip-debug`; nm lists neither.
+   */
+  keepSymbols?: boolean;
   /** Receives one warning per file passed through unchanged. */
   onWarning?: (warning: StripWarning) => void;
   /** Name used in warnings; defaults to the path, or "<buffer>". */
@@ -156,8 +164,14 @@ interface Layout {
   prefixEnd: number;
 }
 
+/** Whether a section occupies file bytes; section 0 may hold a count. */
 function hasBytes(s: SectionHeader): boolean {
-  return s.sh_type !== SHT_NOBITS && s.sh_size > 0;
+  return (
+    s.index !== 0 &&
+    s.sh_type !== SHT_NULL &&
+    s.sh_type !== SHT_NOBITS &&
+    s.sh_size > 0
+  );
 }
 
 function checkSegments(segments: SegmentRange[], fileSize: number) {
@@ -385,6 +399,17 @@ function renumberLinks(s: SectionHeader, map: Int32Array): SectionHeader {
   return out;
 }
 
+/**
+ * Whether a kept section moves to the repacked tail. A section without
+ * bytes (.bss, .tbss) at or before the end of the prefix keeps its offset,
+ * which tools compare with its segment.
+ */
+function isMovable(s: SectionHeader, layout: Layout): boolean {
+  if (s.index === 0 || layout.inSegment[s.index]) return false;
+  if (hasBytes(s)) return s.sh_offset >= layout.prefixEnd;
+  return s.sh_offset > layout.prefixEnd;
+}
+
 /** Places `offset` at or after `cursor`, congruent to `old` modulo align. */
 function placeAfter(cursor: number, old: number, align: number): number {
   if (align <= 1) return cursor;
@@ -445,6 +470,7 @@ interface StripContext {
   removed: Set<number>;
   map: Int32Array;
   edits: SymbolEdits;
+  keepSymbols: boolean;
 }
 
 /** One symbol table with its SHT_SYMTAB_SHNDX companion, if any. */
@@ -546,16 +572,72 @@ function rewriteSymbols(ctx: StripContext): void {
   }
 }
 
+/** The STT_* type of symbol `j`. */
+function symbolType(ctx: StripContext, t: SymbolTable, j: number): number {
+  const at = j * symSize(ctx.h.bits) + symLayout(ctx.h.bits).st_info;
+  return t.bytes[at] & 0xf;
+}
+
+/** Marks the symbols that kept relocations and groups of `t` refer to. */
+function referencedSymbols(ctx: StripContext, t: SymbolTable): Uint8Array {
+  const used = new Uint8Array(t.count);
+  const mark = (sym: number) => {
+    if (sym < t.count) used[sym] = 1;
+  };
+  const rel = new RelocationSymbols(
+    ctx.h.bits,
+    ctx.h.littleEndian,
+    ctx.h.e_machine,
+  );
+  for (const s of ctx.table.sections) {
+    if (s.sh_link !== t.section.index || ctx.removed.has(s.index)) continue;
+    if (s.sh_type === SHT_GROUP) mark(s.sh_info);
+    if (s.sh_type !== SHT_REL && s.sh_type !== SHT_RELA) continue;
+    const entsize = relSize(ctx.h.bits, s.sh_type);
+    const bytes = ctx.input.read(s.sh_offset, s.sh_size);
+    for (let at = 0; at + entsize <= bytes.length; at += entsize) {
+      mark(rel.get(bytes, at));
+    }
+  }
+  return used;
+}
+
+/**
+ * Marks the symbols that `strip --strip-debug` (binutils 2.40) drops from
+ * .symtab besides those of removed sections: STT_FILE symbols, and
+ * STT_SECTION symbols that no relocation or group refers to.
+ */
+function markDebugSymbols(ctx: StripContext, t: SymbolTable, drop: Uint8Array) {
+  if (ctx.keepSymbols || t.section.sh_type !== SHT_SYMTAB) return;
+  let used: Uint8Array | null = null;
+  for (let j = 1; j < t.count; j++) {
+    const type = symbolType(ctx, t, j);
+    if (type === STT_FILE) drop[j] = 1;
+    if (type !== STT_SECTION) continue;
+    used ??= referencedSymbols(ctx, t);
+    if (!used[j]) drop[j] = 1;
+  }
+}
+
 function rewriteSymbolTable(ctx: StripContext, t: SymbolTable): void {
-  const sections = new Int32Array(t.count);
+  const sections = new Int32Array(t.count).fill(-1);
+  const drop = new Uint8Array(t.count);
+  markDebugSymbols(ctx, t, drop);
   let changed = false;
   let dropped = 0;
-  for (let j = 0; j < t.count; j++) {
+  for (let j = 1; j < t.count; j++) {
     const index = symbolSection(ctx, t, j);
     sections[j] = index;
-    if (index < 0) continue;
-    if (ctx.removed.has(index)) dropped++;
-    else if (ctx.map[index] !== index) changed = true;
+    if (drop[j]) {
+      dropped++;
+    } else if (index < 0) {
+      continue;
+    } else if (ctx.removed.has(index)) {
+      drop[j] = 1;
+      dropped++;
+    } else if (ctx.map[index] !== index) {
+      changed = true;
+    }
   }
   if (!changed && dropped === 0) return;
   if (ctx.layout.inSegment[t.section.index]) {
@@ -574,7 +656,7 @@ function rewriteSymbolTable(ctx: StripContext, t: SymbolTable): void {
     if (t.shndx && t.xindex) ctx.edits.contents.set(t.shndx.index, t.xindex);
     return;
   }
-  compactSymbolTable(ctx, t, sections);
+  compactSymbolTable(ctx, t, sections, drop);
 }
 
 /** Writes the symbol table without the symbols of removed sections. */
@@ -582,13 +664,14 @@ function compactSymbolTable(
   ctx: StripContext,
   t: SymbolTable,
   sections: Int32Array,
+  drop: Uint8Array,
 ): void {
   const entsize = symSize(ctx.h.bits);
   const renumber = new Int32Array(t.count).fill(-1);
   let kept = 0;
   let locals = 0;
   for (let j = 0; j < t.count; j++) {
-    if (j > 0 && sections[j] >= 0 && ctx.removed.has(sections[j])) continue;
+    if (drop[j]) continue;
     renumber[j] = kept++;
     if (j < t.section.sh_info) locals++;
   }
@@ -724,8 +807,9 @@ function renumberRelocations(
  */
 export function planStrip(
   input: StripInput,
-  predicate: (s: SectionInfo) => boolean = isDebugSection,
+  options: Pick<StripOptions, "predicate" | "keepSymbols"> = {},
 ): StripPlan | null {
+  const predicate = options.predicate ?? isDebugSection;
   const h = readHeader(input);
   const table = readSectionTable(input, h);
   if (table === null) return null;
@@ -734,14 +818,18 @@ export function planStrip(
   checkSectionBounds(table.sections, input.size);
   const layout = layoutOf(h, table, segments);
   const removed = chooseRemoved(table, layout, predicate);
-  if (removed.size === 0) return null;
   const w = new ElfWriter(h.bits, h.littleEndian);
   const groups = planGroups(input, w, table, removed);
   checkLinks(table, removed);
   const map = indexMap(table.sections.length, removed);
   const edits: SymbolEdits = { contents: new Map(), info: new Map() };
-  const ctx = { input, h, w, table, layout, removed, map, edits };
+  const keepSymbols = options.keepSymbols ?? false;
+  const ctx = {
+    ...{ input, h, w, table, layout, removed, map, edits },
+    keepSymbols,
+  };
   rewriteSymbols(ctx);
+  if (removed.size === 0 && edits.contents.size === 0) return null;
   for (const [index, group] of groups) {
     const members = group.members.map((m) => (m < map.length ? map[m] : m));
     edits.contents.set(index, encodeGroup(w, group.flags, members));
@@ -765,12 +853,7 @@ function assemble(ctx: StripContext): StripPlan {
   const blobs: BlobOp[] = [];
   const holes = sections.filter((s) => removed.has(s.index) && hasBytes(s));
   copies.push(...prefixCopies(0, layout.prefixEnd, holes));
-  const movable = kept.filter(
-    (s) =>
-      s.index !== 0 &&
-      !layout.inSegment[s.index] &&
-      (!hasBytes(s) || s.sh_offset >= layout.prefixEnd),
-  );
+  const movable = kept.filter((s) => isMovable(s, layout));
   movable.sort((a, b) => a.sh_offset - b.sh_offset || a.index - b.index);
   let cursor = layout.prefixEnd;
   for (const s of movable) {
@@ -787,7 +870,7 @@ function assemble(ctx: StripContext): StripPlan {
   }
   for (const [index, data] of symbols.contents) {
     const s = sections[index];
-    if (movable.includes(s)) continue;
+    if (isMovable(s, layout)) continue;
     if (data.length !== s.sh_size || layout.inSegment[index]) {
       throw new StripRefusal(
         "STRIP_UNSUPPORTED",
@@ -950,7 +1033,7 @@ function planOrWarn(
     );
   }
   try {
-    const plan = planStrip(input, options.predicate);
+    const plan = planStrip(input, options);
     return plan ? { plan } : { reason: "no section to remove" };
   } catch (err) {
     if (err instanceof StripRefusal) return warn(err.code, err.message);

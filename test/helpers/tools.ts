@@ -16,6 +16,14 @@ const TOOL_PACKAGES: Record<string, string> = {
   "eu-elflint": "elfutils",
   flock: "util-linux",
   "qemu-system-x86_64": "qemu-system-x86",
+  "powerpc64-linux-gnu-as": "binutils-powerpc64-linux-gnu",
+  "powerpc64-linux-gnu-ld": "binutils-powerpc64-linux-gnu",
+  "powerpc64-linux-gnu-strip": "binutils-powerpc64-linux-gnu",
+  "powerpc64-linux-gnu-nm": "binutils-powerpc64-linux-gnu",
+  "powerpc-linux-gnu-as": "binutils-powerpc-linux-gnu",
+  "powerpc-linux-gnu-ld": "binutils-powerpc-linux-gnu",
+  "powerpc-linux-gnu-strip": "binutils-powerpc-linux-gnu",
+  "powerpc-linux-gnu-nm": "binutils-powerpc-linux-gnu",
 };
 
 /**
