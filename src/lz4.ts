@@ -82,32 +82,49 @@ const MAX_LEVEL = 12;
 
 interface BlockCompressor {
   name: Lz4CodecName;
-  /** Compresses one chunk into a framed block: LE size, then the block. */
-  frame(chunk: Uint8Array): Promise<Buffer>;
   concurrency: number;
+  /**
+   * Compresses one chunk into `frame` as a 4-byte little-endian size and
+   * the block, and resolves to the frame's length.
+   */
+  compressFrame(chunk: Uint8Array, frame: Buffer): Promise<number>;
 }
+
+/** Room for one framed block of a full chunk. */
+const FRAME_CAPACITY = 4 + LZ4_LEGACY_MAX_BLOCK;
 
 /**
  * Compresses `input` into one LZ4 legacy stream. Blocks are compressed in
- * parallel; the output is the same for any concurrency.
+ * parallel, and the output is the same for any concurrency.
  */
 export async function compressLegacy(
   input: Uint8Array,
   options: Lz4Options = {},
 ): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  for await (const part of compressLegacyStream([input], options)) {
-    parts.push(part);
+  const compressor = createCompressor(options);
+  const out = Buffer.alloc(legacyBound(input.length));
+  let length = LZ4_LEGACY_MAGIC_BYTES.copy(out, 0);
+  for await (const frame of compressFrames([input], compressor)) {
+    length += frame.copy(out, length);
   }
-  return Buffer.concat(parts);
+  // Pages past `length` were never written, so they cost no memory.
+  return out.subarray(0, length);
+}
+
+/** Largest legacy stream that `length` bytes of input can produce. */
+export function legacyBound(length: number): number {
+  const full = Math.floor(length / LZ4_LEGACY_CHUNK_SIZE);
+  const rest = length % LZ4_LEGACY_CHUNK_SIZE;
+  const last = rest > 0 ? 4 + lz4CompressBound(rest) : 0;
+  return LZ4_LEGACY_MAGIC_BYTES.length + full * FRAME_CAPACITY + last;
 }
 
 /**
  * Compresses a sequence of buffers into one LZ4 legacy stream, yielding
  * the magic and then one framed block per 8 MiB of input, in order. At
  * most `concurrency` blocks are held or compressed at once, so memory
- * stays bounded for any input length. Option errors throw on the first
- * `next()`.
+ * stays bounded for any input length. The source must not modify a
+ * buffer after yielding it. Option errors throw on the first `next()`.
  */
 export async function* compressLegacyStream(
   source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
@@ -115,21 +132,43 @@ export async function* compressLegacyStream(
 ): AsyncGenerator<Buffer> {
   const compressor = createCompressor(options);
   yield Buffer.from(LZ4_LEGACY_MAGIC_BYTES);
+  for await (const frame of compressFrames(source, compressor)) {
+    yield Buffer.from(frame);
+  }
+}
 
-  const inflight: Promise<Buffer>[] = [];
-  for await (const chunk of chunkSource(source)) {
-    const framed = compressor.frame(chunk);
-    // Handled later by the await below; this stops a rejection that
-    // arrives while an earlier block is awaited from crashing the process.
+/**
+ * Yields the framed blocks in order. Each yielded frame is a view into a
+ * scratch buffer that is reused once the consumer asks for the next one,
+ * so the consumer must copy it first. Reusing warm scratch buffers
+ * avoids a page fault per output page on every block.
+ */
+async function* compressFrames(
+  source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+  compressor: BlockCompressor,
+): AsyncGenerator<Buffer> {
+  const spare: Buffer[] = [];
+  const inflight: Promise<[Buffer, number]>[] = [];
+  const start = (chunk: Uint8Array) => {
+    const scratch = spare.pop() ?? Buffer.alloc(FRAME_CAPACITY);
+    const framed = compressor
+      .compressFrame(chunk, scratch)
+      .then((n): [Buffer, number] => [scratch, n]);
+    // Awaited in order below; this keeps a rejection that arrives while
+    // an earlier block is awaited from being reported as unhandled.
     framed.catch(() => undefined);
     inflight.push(framed);
-    if (inflight.length >= compressor.concurrency) {
-      yield await (inflight.shift() as Promise<Buffer>);
-    }
+  };
+  const next = async function* () {
+    const [scratch, n] = await (inflight.shift() as Promise<[Buffer, number]>);
+    yield scratch.subarray(0, n);
+    spare.push(scratch);
+  };
+  for await (const chunk of chunkSource(source)) {
+    start(chunk);
+    if (inflight.length >= compressor.concurrency) yield* next();
   }
-  while (inflight.length > 0) {
-    yield await (inflight.shift() as Promise<Buffer>);
-  }
+  while (inflight.length > 0) yield* next();
 }
 
 /** compressLegacyStream() as a node:stream Readable. */
@@ -221,22 +260,21 @@ function liblz4Compressor(
   level: number,
   concurrency: number,
 ): BlockCompressor {
-  const frame = async (chunk: Uint8Array): Promise<Buffer> => {
-    const out = Buffer.alloc(4 + lib.compressBound(chunk.length));
-    const dst = out.subarray(4);
+  const compressFrame = async (chunk: Uint8Array, frame: Buffer) => {
+    const dst = frame.subarray(4, 4 + lib.compressBound(chunk.length));
     const n =
       level <= 1
         ? await lib.compressDefault(chunk, dst)
         : await lib.compressHC(chunk, dst, level);
-    return finishFrame(out, n, "liblz4");
+    return finishFrame(frame, n, "liblz4");
   };
-  return { name: "liblz4", frame, concurrency };
+  return { name: "liblz4", concurrency, compressFrame };
 }
 
 function npmCompressor(npm: NpmLz4, level: number): BlockCompressor {
   // NOTE: lz4 0.6.5's native compressHC reads its level from a fourth
   // argument yet accepts at most three (lib/binding/lz4_binding.cc), so
-  // every call runs at level 9; other HC levels cannot be reproduced.
+  // every call runs at level 9 and other HC levels cannot be reproduced.
   if (level > 1 && level !== NPM_HC_LEVEL) {
     throw new Lz4Error(
       "LZ4_LEVEL_UNSUPPORTED",
@@ -245,26 +283,26 @@ function npmCompressor(npm: NpmLz4, level: number): BlockCompressor {
         `liblz4-1`,
     );
   }
-  const frame = async (chunk: Uint8Array): Promise<Buffer> => {
-    const out = Buffer.alloc(4 + lz4CompressBound(chunk.length));
+  const compressFrame = async (chunk: Uint8Array, frame: Buffer) => {
     const src = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length);
-    const dst = out.subarray(4);
+    const dst = frame.subarray(4, 4 + lz4CompressBound(chunk.length));
     const n =
       level <= 1 ? npm.encodeBlock(src, dst) : npm.encodeBlockHC(src, dst);
-    return finishFrame(out, n, "npm");
+    return finishFrame(frame, n, "npm");
   };
-  return { name: "npm", frame, concurrency: 1 };
+  return { name: "npm", concurrency: 1, compressFrame };
 }
 
-function finishFrame(out: Buffer, n: number, codec: string): Buffer {
+/** Writes the block size before the block; returns the frame length. */
+function finishFrame(frame: Buffer, n: number, codec: string): number {
   if (!(n > 0)) {
     throw new Lz4Error(
       "LZ4_COMPRESS_FAILED",
       `${codec} failed to compress a block (result ${n})`,
     );
   }
-  out.writeUInt32LE(n, 0);
-  return out.subarray(0, 4 + n);
+  frame.writeUInt32LE(n, 0);
+  return 4 + n;
 }
 
 let npmCached: NpmLz4 | undefined;
