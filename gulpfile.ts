@@ -2,7 +2,14 @@
 // ".js" import specifiers of our TypeScript sources to their ".ts" files;
 // tsx's require hook can, so it is registered before anything else loads.
 import "tsx/cjs";
+import { readFileSync } from "node:fs";
+import { resolve } from "node:path";
 import { isEmptyBuild, loadConfig } from "./src/config.js";
+import {
+  formatListing,
+  imageEntries,
+  verifyImageBytes,
+} from "./src/inspect.js";
 import {
   buildImage,
   defaultFiles,
@@ -34,3 +41,56 @@ export async function initramfs(): Promise<void> {
 initramfs.description =
   "Build an LZ4 initramfs (see README for flags); with no flags, a " +
   "default image of Node";
+
+/** Returns the value of `--image FILE`, or the configured output. */
+function imagePath(): string {
+  const argv = process.argv.slice(2);
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === "--image") return resolve(argv[i + 1] ?? "");
+    if (argv[i].startsWith("--image=")) return resolve(argv[i].slice(8));
+  }
+  return loadConfig(argv).out;
+}
+
+function readImage(path: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (error) {
+    const reason = (error as NodeJS.ErrnoException).code ?? String(error);
+    throw new Error(
+      `cannot read image ${path} (${reason}); build one with ` +
+        "`gulp initramfs` or pass --image FILE",
+    );
+  }
+}
+
+/** Lists an image like `lsinitramfs -l`: mode, size, path, symlink target. */
+export async function initramfsLs(): Promise<void> {
+  const path = imagePath();
+  console.log(formatListing(imageEntries(readImage(path))));
+}
+initramfsLs.displayName = "initramfs:ls";
+initramfsLs.description =
+  "List an image (--image FILE; compressed or not, one stream or several)";
+
+/**
+ * Checks that every ELF in an image finds its interpreter and libraries
+ * inside the image; fails listing what is missing.
+ */
+export async function initramfsVerify(): Promise<void> {
+  const path = imagePath();
+  const problems = verifyImageBytes(readImage(path));
+  if (problems.length === 0) {
+    console.log(`${path}: every ELF file finds its interpreter and libraries`);
+    return;
+  }
+  for (const problem of problems) console.error(problem.message);
+  throw new Error(
+    `${path}: ${problems.length} missing interpreter or library ` +
+      "references (listed above)",
+  );
+}
+initramfsVerify.displayName = "initramfs:verify";
+initramfsVerify.description =
+  "Check that every ELF in an image (--image FILE) has its interpreter " +
+  "and libraries inside the image";
