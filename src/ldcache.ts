@@ -131,10 +131,10 @@ function startsWith(buf: Buffer, at: number, magic: string): boolean {
 }
 
 /**
- * Tells the byte order of a new-format header. glibc 2.33+ ldconfig
- * stores it in the low bits of the `flags` byte at offset 28 (2 little,
- * 3 big, 1 invalid, 0 unset); for 0 we take the order that gives the
- * smaller nlibs, since the other one is implausibly large.
+ * Tells the byte order of a new-format header. ldconfig (glibc 2.36 on
+ * this host writes 2) stores it in the low bits of the `flags` byte at
+ * offset 28: 2 little, 3 big, 1 invalid, 0 unset. For 0 we take the
+ * order that gives the smaller nlibs, because the other is implausible.
  */
 function newFormatLittleEndian(buf: Buffer, base: number): boolean {
   const order = buf[base + 28] & 3;
@@ -247,7 +247,7 @@ export function cacheLibCompare(a: string, b: string): number {
   return 0 - (j < b.length ? b.charCodeAt(j) : 0);
 }
 
-/** Which cache entries one ABI's ld.so accepts (`_dl_cache_check_flags`). */
+/** Cache entry filter of one ABI's ld.so (`_dl_cache_check_flags`). */
 export interface CacheAbi {
   /** `_DL_CACHE_DEFAULT_ID`: an entry with these flags ends the search. */
   defaultId: number;
