@@ -1,4 +1,3 @@
-import { spawnSync } from "node:child_process";
 import {
   createReadStream,
   createWriteStream,
@@ -16,13 +15,14 @@ import { pipeline } from "node:stream/promises";
 
 import { CpioWriter } from "../src/cpio.js";
 import { readCpio } from "../src/cpio-reader.js";
+import { timed, type Timing } from "./lz4.js";
 
 /**
  * Compares CpioWriter with `find . | cpio -o -H newc` on the tree of
  * /usr/lib/x86_64-linux-gnu, without regular files that have several
  * hard links (GNU cpio stores their data once, we store it per path).
  * Both run as child processes under /usr/bin/time and write their archive
- * to a file; the first GNU cpio run also warms the page cache for both.
+ * to a file. The first GNU cpio run also warms the page cache for both.
  */
 
 const TREE = "/usr/lib/x86_64-linux-gnu";
@@ -38,36 +38,19 @@ interface Measurement {
   archiveBytes: number;
 }
 
-function timed(command: string, args: string[]): [number, number] {
-  const result = spawnSync(
-    "/usr/bin/time",
-    ["-f", "BENCH %e %M", command, ...args],
-    { stdio: ["ignore", "ignore", "pipe"], encoding: "utf8" },
-  );
-  if (result.status !== 0) {
-    throw new Error(`${command} failed: ${result.stderr}`);
-  }
-  const line = result.stderr
-    .split("\n")
-    .find((text) => text.startsWith("BENCH "));
-  if (!line) throw new Error(`no /usr/bin/time report in: ${result.stderr}`);
-  const [, seconds, rss] = line.split(" ");
-  return [Number(seconds), Number(rss)];
-}
-
 function measure(
   label: string,
   command: string,
   args: string[],
   output: string,
 ): Measurement {
-  let best: [number, number] = [Infinity, 0];
+  let best: Timing = { seconds: Infinity, maxRssKiB: 0 };
   for (let i = 0; i < RUNS; i++) {
-    const result = timed(command, args);
-    if (result[0] < best[0]) best = result;
+    const timing = timed(command, args);
+    if (timing.seconds < best.seconds) best = timing;
   }
   const archiveBytes = lstatSync(output).size;
-  return { label, seconds: best[0], maxRssKiB: best[1], archiveBytes };
+  return { label, ...best, archiveBytes };
 }
 
 /** Lists the tree's paths relative to `root`, parents before children. */

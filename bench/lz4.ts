@@ -19,8 +19,8 @@ import { compressLegacy, type Lz4Options } from "../src/lz4.js";
  * Compares our LZ4 legacy compressor with `lz4 -l` on about 300 MB of
  * ELF files from /usr/lib/x86_64-linux-gnu and /usr/bin. Every run is a
  * child process under /usr/bin/time, so wall time and peak RSS are
- * measured the same way for both; our child reads the input file,
- * compresses it and writes the output, as the CLI does.
+ * measured the same way for both. Like the CLI, our child reads the
+ * input file, compresses it and writes the output.
  */
 
 const CORPUS_BYTES = 300 * 1000 * 1000;
@@ -62,14 +62,17 @@ function writeCorpus(path: string): number {
   }
 }
 
-interface Timing {
+export interface Timing {
   seconds: number;
   maxRssKiB: number;
   compressSeconds?: number;
 }
 
-/** Runs a command under /usr/bin/time and parses both reports. */
-function timed(command: string, args: string[]): Timing {
+/**
+ * Runs a command under /usr/bin/time and returns its wall time, peak RSS
+ * and the `COMPRESS <seconds>` line it prints, if any.
+ */
+export function timed(command: string, args: string[]): Timing {
   const result = spawnSync(
     "/usr/bin/time",
     ["-f", "BENCH %e %M", command, ...args],
@@ -81,7 +84,9 @@ function timed(command: string, args: string[]): Timing {
   const line = result.stderr
     .split("\n")
     .find((text) => text.startsWith("BENCH "));
-  if (!line) throw new Error(`no /usr/bin/time report in: ${result.stderr}`);
+  if (!line) {
+    throw new Error(`missing /usr/bin/time report in: ${result.stderr}`);
+  }
   const [, seconds, rss] = line.split(" ");
   const inner = /^COMPRESS (\S+)$/m.exec(result.stdout);
   return {
