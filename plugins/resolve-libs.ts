@@ -1,7 +1,10 @@
+import { statSync } from "node:fs";
 import type Vinyl from "vinyl";
+import type { ImageEntry } from "../src/file-tree.js";
+import { planGuestFixups } from "../src/guest-check.js";
 import { Resolver, type ResolverOptions } from "../src/resolve.js";
 import { archiveFile, symlinkFile } from "./sources.js";
-import { hostPathOf, metaOf } from "./meta.js";
+import { archivePathOf, hostPathOf, metaOf } from "./meta.js";
 import {
   InitramfsError,
   pluginStream,
@@ -12,6 +15,11 @@ export interface ResolveLibsOptions
   extends Omit<ResolverOptions, "onWarning"> {
   /** Share one resolver (and its cache) between several pipelines. */
   resolver?: Resolver;
+  /**
+   * Add symlinks so the guest's ld.so, which has no ld.so.cache and its
+   * own `$ORIGIN`, finds the same libraries as the host. Default true.
+   */
+  guestFixups?: boolean;
   onWarning?: WarningHandler;
 }
 
@@ -29,21 +37,49 @@ function libraryFile(archivePath: string, planned: Planned): Vinyl {
   return archiveFile(archivePath, planned.hostPath, "library");
 }
 
+/** Returns the file as a guest-check entry, if its bytes are on disk. */
+function entryOf(file: Vinyl): ImageEntry[] {
+  const path = archivePathOf(file);
+  if (file.isSymbolic()) return [{ path, symlink: file.symlink! }];
+  const hostPath = hostPathOf(file);
+  if (file.isBuffer() && !isHostFile(hostPath, file.contents.length)) return [];
+  if (!isHostFile(hostPath)) return [];
+  return [{ path, hostPath }];
+}
+
+/** Whether `path` is a regular file (of `size` bytes, when given). */
+function isHostFile(path: string, size?: number): boolean {
+  try {
+    const stat = statSync(path);
+    return stat.isFile() && (size === undefined || stat.size === size);
+  } catch {
+    return false;
+  }
+}
+
 /**
  * Resolves the interpreter and the whole shared-library closure of every
  * ELF file (after detectElf()) the way the host's ld.so would, and emits
  * each library once at its canonical path plus symlink files for the other
- * paths it is known by. An include whose libraries cannot all be found is
+ * paths it is known by, then adds the symlinks the guest's ld.so needs to
+ * find them from its own search path. An include whose libraries cannot all be found is
  * an error; for the payload and extras a missing library is a warning.
  */
 export function resolveLibs(options: ResolveLibsOptions = {}) {
   const planned = new Map<string, Planned>();
+  /** Image files that exist on the host, for the guest-side check. */
+  const imageEntries: ImageEntry[] = [];
   const plan = (archivePath: string, entry: Planned) => {
     if (!planned.has(archivePath)) planned.set(archivePath, entry);
   };
   return pluginStream(
     (warn) => {
-      const { resolver: shared, onWarning: _, ...resolverOptions } = options;
+      const {
+        resolver: shared,
+        onWarning: _,
+        guestFixups: _fixups,
+        ...resolverOptions
+      } = options;
       const resolver =
         shared ??
         new Resolver({
@@ -54,6 +90,7 @@ export function resolveLibs(options: ResolveLibsOptions = {}) {
         transform(file, push) {
           push(file);
           const meta = metaOf(file);
+          if (!file.isDirectory()) imageEntries.push(...entryOf(file));
           if (!meta.elf || !meta.elf.dynamic || meta.role === "library") return;
           const hostPath = hostPathOf(file);
           const closure = resolver.resolve(hostPath);
@@ -85,7 +122,21 @@ export function resolveLibs(options: ResolveLibsOptions = {}) {
         },
         flush(push) {
           for (const path of [...planned.keys()].sort()) {
-            push(libraryFile(path, planned.get(path)!));
+            const entry = planned.get(path)!;
+            push(libraryFile(path, entry));
+            imageEntries.push(
+              entry.target === undefined
+                ? { path, hostPath: entry.hostPath }
+                : { path, symlink: entry.target },
+            );
+          }
+          if (options.guestFixups === false) return;
+          const fixups = planGuestFixups(imageEntries, {
+            hostResolver: resolver,
+            onWarning: (w) => warn({ ...w, fileName: w.path }),
+          });
+          for (const fixup of fixups) {
+            push(symlinkFile(fixup.path, fixup.symlink!, "library"));
           }
         },
       };
