@@ -100,11 +100,15 @@ function findElfFiles(dirs: string[]): string[] {
   return found.sort();
 }
 
-/** Lines of `after` missing from `before`, with the file names removed. */
+/**
+ * Lines of `after` missing from `before`, with file names removed and
+ * numbers masked, since stripping renumbers sections and symbols.
+ */
 function newLines(before: string, after: string, names: string[]) {
   const clean = (text: string) => {
     let out = text;
     for (const name of names) out = out.split(name).join("FILE");
+    out = out.replace(/\[\s*\d+\]/g, "[#]").replace(/\b\d+\b/g, "#");
     return out.split("\n").filter((l) => l.trim() !== "");
   };
   const old = new Set(clean(before));

@@ -93,7 +93,7 @@ export interface StripResult {
   stripped: boolean;
   /** Names of the removed sections, in section index order. */
   removed: string[];
-  /** Why the input passed through unchanged, when it did. */
+  /** Reason the input passed through unchanged, when it did. */
   reason?: string;
   /** Size of the input in bytes. */
   inputSize: number;
@@ -119,13 +119,13 @@ export function isDebugSection(section: SectionInfo): boolean {
 }
 
 /** Raised by the planner for a file it cannot rewrite safely. */
-export class StripRefusal extends Error {
+export class UnsafeElfError extends Error {
   constructor(
     readonly code: StripWarningCode,
     message: string,
   ) {
     super(message);
-    this.name = "StripRefusal";
+    this.name = "UnsafeElfError";
   }
 }
 
@@ -156,7 +156,7 @@ export interface StripPlan {
   removed: string[];
 }
 
-/** Where each section is, relative to the segments that must not move. */
+/** Placement of sections relative to the segments that must not move. */
 interface Layout {
   /** Whether each section's bytes lie inside a segment's file range. */
   inSegment: boolean[];
@@ -177,7 +177,7 @@ function hasBytes(s: SectionHeader): boolean {
 function checkSegments(segments: SegmentRange[], fileSize: number) {
   for (const p of segments) {
     if (p.p_offset + p.p_filesz > fileSize) {
-      throw new StripRefusal(
+      throw new UnsafeElfError(
         "STRIP_TRUNCATED",
         `segment at offset ${p.p_offset} extends past end of file`,
       );
@@ -188,7 +188,7 @@ function checkSegments(segments: SegmentRange[], fileSize: number) {
 function checkSectionBounds(sections: SectionHeader[], fileSize: number) {
   for (const s of sections) {
     if (hasBytes(s) && s.sh_offset + s.sh_size > fileSize) {
-      throw new StripRefusal(
+      throw new UnsafeElfError(
         "STRIP_TRUNCATED",
         `section ${s.index} (${s.name}) extends past end of file`,
       );
@@ -210,7 +210,7 @@ function layoutOf(
   for (const p of segments) {
     const end = p.p_offset + p.p_filesz;
     if (overlaps(h.e_shoff, shtEnd, p.p_offset, end)) {
-      throw new StripRefusal(
+      throw new UnsafeElfError(
         "STRIP_SEGMENT_LAYOUT",
         "section header table lies inside a segment",
       );
@@ -234,7 +234,7 @@ function layoutOf(
       overlaps(s.sh_offset, end, p.p_offset, p.p_offset + p.p_filesz),
     );
     if (crossing) {
-      throw new StripRefusal(
+      throw new UnsafeElfError(
         "STRIP_SEGMENT_LAYOUT",
         `section ${s.index} (${s.name}) crosses a segment boundary`,
       );
@@ -271,7 +271,7 @@ function checkOverlaps(
   ranges.sort((a, b) => a.start - b.start || a.end - b.end);
   for (let i = 1; i < ranges.length; i++) {
     if (ranges[i].start < ranges[i - 1].end) {
-      throw new StripRefusal(
+      throw new UnsafeElfError(
         "STRIP_OVERLAP",
         `${ranges[i].what} overlaps ${ranges[i - 1].what}`,
       );
@@ -282,7 +282,7 @@ function checkOverlaps(
 /** Reads the member indices of a SHT_GROUP section after its flag word. */
 function groupMembers(input: StripInput, w: ElfWriter, s: SectionHeader) {
   if (s.sh_size < 4 || s.sh_size % 4 !== 0) {
-    throw new StripRefusal(
+    throw new UnsafeElfError(
       "STRIP_MALFORMED",
       `group section ${s.index} has invalid size ${s.sh_size}`,
     );
@@ -297,8 +297,8 @@ function groupMembers(input: StripInput, w: ElfWriter, s: SectionHeader) {
 
 /**
  * Chooses the sections to remove: the predicate's picks that are neither
- * allocated nor inside a segment, relocation sections for removed
- * sections, and groups left without members.
+ * allocated nor inside a segment, and relocation sections for removed
+ * sections. planGroups() adds the groups left without members.
  */
 function chooseRemoved(
   table: SectionTable,
@@ -365,7 +365,7 @@ function checkLinks(table: SectionTable, removed: Set<number>) {
   for (const s of table.sections) {
     if (removed.has(s.index)) continue;
     if (s.sh_link > 0 && s.sh_link < count && removed.has(s.sh_link)) {
-      throw new StripRefusal(
+      throw new UnsafeElfError(
         "STRIP_UNSUPPORTED",
         `kept section ${s.index} (${s.name}) links to removed section ` +
           `${s.sh_link}`,
@@ -376,7 +376,7 @@ function checkLinks(table: SectionTable, removed: Set<number>) {
       s.sh_type === SHT_REL ||
       s.sh_type === SHT_RELA;
     if (infoIsIndex && s.sh_info < count && removed.has(s.sh_info)) {
-      throw new StripRefusal(
+      throw new UnsafeElfError(
         "STRIP_UNSUPPORTED",
         `kept section ${s.index} (${s.name}) applies to removed section ` +
           `${s.sh_info}`,
@@ -490,7 +490,7 @@ function u32At(w: ElfWriter, b: Buffer, at: number): number {
 function loadSymbolTable(ctx: StripContext, s: SectionHeader): SymbolTable {
   const entsize = symSize(ctx.h.bits);
   if (s.sh_entsize !== entsize || s.sh_size % entsize !== 0) {
-    throw new StripRefusal(
+    throw new UnsafeElfError(
       "STRIP_MALFORMED",
       `symbol table ${s.index} (${s.name}) has invalid entry size`,
     );
@@ -505,7 +505,7 @@ function loadSymbolTable(ctx: StripContext, s: SectionHeader): SymbolTable {
   let xindex: Buffer | null = null;
   if (shndx) {
     if (shndx.sh_size !== count * 4) {
-      throw new StripRefusal(
+      throw new UnsafeElfError(
         "STRIP_MALFORMED",
         `extended index section ${shndx.index} does not match its symbols`,
       );
@@ -525,7 +525,7 @@ function symbolSection(ctx: StripContext, t: SymbolTable, j: number) {
   let index = raw;
   if (raw === SHN_XINDEX) {
     if (!t.xindex) {
-      throw new StripRefusal(
+      throw new UnsafeElfError(
         "STRIP_MALFORMED",
         `symbol ${j} uses SHN_XINDEX without a SHT_SYMTAB_SHNDX section`,
       );
@@ -535,7 +535,7 @@ function symbolSection(ctx: StripContext, t: SymbolTable, j: number) {
     return -1;
   }
   if (index >= ctx.table.sections.length) {
-    throw new StripRefusal(
+    throw new UnsafeElfError(
       "STRIP_MALFORMED",
       `symbol ${j} of section ${t.section.index} refers to missing ` +
         `section ${index}`,
@@ -641,7 +641,7 @@ function rewriteSymbolTable(ctx: StripContext, t: SymbolTable): void {
   }
   if (!changed && dropped === 0) return;
   if (ctx.layout.inSegment[t.section.index]) {
-    throw new StripRefusal(
+    throw new UnsafeElfError(
       "STRIP_UNSUPPORTED",
       `symbol table ${t.section.index} (${t.section.name}) lies in a ` +
         `segment but refers to renumbered sections`,
@@ -684,7 +684,7 @@ function compactSymbolTable(
     const index = sections[j];
     if (index >= 0) setSymbolSection(ctx, bytes, xindex, k, ctx.map[index]);
   }
-  rebuildSymbolNames(ctx, t.section, bytes);
+  rebuildSymbolNames(ctx, t, drop, bytes);
   ctx.edits.contents.set(t.section.index, bytes);
   ctx.edits.info.set(t.section.index, locals);
   if (t.shndx && xindex) ctx.edits.contents.set(t.shndx.index, xindex);
@@ -697,9 +697,11 @@ function compactSymbolTable(
  */
 function rebuildSymbolNames(
   ctx: StripContext,
-  symtab: SectionHeader,
+  t: SymbolTable,
+  drop: Uint8Array,
   bytes: Buffer,
 ): void {
+  const symtab = t.section;
   const { sections, shstrndx } = ctx.table;
   const strtab = sections[symtab.sh_link];
   if (
@@ -722,6 +724,16 @@ function rebuildSymbolNames(
   if (shared) return;
   const old = ctx.input.read(strtab.sh_offset, strtab.sh_size);
   const entsize = symSize(ctx.h.bits);
+  let freed = 0;
+  for (let j = 1; j < t.count; j++) {
+    const offset = drop[j] ? u32At(ctx.w, t.bytes, j * entsize) : 0;
+    if (offset > 0 && offset < old.length) {
+      freed += old.indexOf(0, offset) - offset + 1;
+    }
+  }
+  // Sorting a large table costs more than the few bytes it would save,
+  // so it stays as it is when the dropped names are under 1% of it.
+  if (freed * 100 < old.length) return;
   const names: string[] = [];
   for (let at = 0; at < bytes.length; at += entsize) {
     names.push(stringAt(old, u32At(ctx.w, bytes, at)));
@@ -742,7 +754,7 @@ function renumberSymbolUsers(
   const symbol = (sym: number, user: SectionHeader) => {
     const k = sym < renumber.length ? renumber[sym] : -1;
     if (k < 0) {
-      throw new StripRefusal(
+      throw new UnsafeElfError(
         "STRIP_UNSUPPORTED",
         `section ${user.index} (${user.name}) refers to symbol ${sym} ` +
           `of a removed section`,
@@ -760,7 +772,7 @@ function renumberSymbolUsers(
     } else if (user.sh_type === SHT_REL || user.sh_type === SHT_RELA) {
       renumberRelocations(ctx, user, (sym) => symbol(sym, user));
     } else {
-      throw new StripRefusal(
+      throw new UnsafeElfError(
         "STRIP_UNSUPPORTED",
         `section ${user.index} (${user.name}) of type ${user.sh_type} ` +
           `uses symbol indices that stripping would change`,
@@ -776,13 +788,13 @@ function renumberRelocations(
 ): void {
   const entsize = relSize(ctx.h.bits, s.sh_type);
   if (s.sh_entsize !== entsize || s.sh_size % entsize !== 0) {
-    throw new StripRefusal(
+    throw new UnsafeElfError(
       "STRIP_MALFORMED",
       `relocation section ${s.index} (${s.name}) has invalid entry size`,
     );
   }
   if (ctx.layout.inSegment[s.index]) {
-    throw new StripRefusal(
+    throw new UnsafeElfError(
       "STRIP_UNSUPPORTED",
       `relocation section ${s.index} (${s.name}) lies in a segment but ` +
         `its symbols are renumbered`,
@@ -803,7 +815,7 @@ function renumberRelocations(
 
 /**
  * Plans the stripped file. Returns null when nothing would be removed;
- * throws StripRefusal or ElfFormatError for a file it cannot rewrite.
+ * throws UnsafeElfError or ElfFormatError for a file it cannot rewrite.
  */
 export function planStrip(
   input: StripInput,
@@ -872,7 +884,7 @@ function assemble(ctx: StripContext): StripPlan {
     const s = sections[index];
     if (isMovable(s, layout)) continue;
     if (data.length !== s.sh_size || layout.inSegment[index]) {
-      throw new StripRefusal(
+      throw new UnsafeElfError(
         "STRIP_UNSUPPORTED",
         `section ${index} (${s.name}) changes size but cannot move`,
       );
@@ -1036,7 +1048,7 @@ function planOrWarn(
     const plan = planStrip(input, options);
     return plan ? { plan } : { reason: "no section to remove" };
   } catch (err) {
-    if (err instanceof StripRefusal) return warn(err.code, err.message);
+    if (err instanceof UnsafeElfError) return warn(err.code, err.message);
     if (err instanceof ElfFormatError) {
       const code = /past end/.test(err.message)
         ? "STRIP_TRUNCATED"

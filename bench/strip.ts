@@ -1,0 +1,180 @@
+/**
+ * Times stripDebug against `strip --strip-debug -o` on a 1 GB binary: a
+ * copy of the running node executable with a 900 MiB `.debug_junk`
+ * section added by objcopy. Each tool runs in a child process under
+ * GNU time (Debian package `time`), which reports wall time and peak RSS.
+ * Our child is this file bundled by esbuild, so TypeScript loading is not
+ * part of the time; an empty `node -e 0` row shows Node's own share.
+ */
+import { execFileSync, spawnSync } from "node:child_process";
+import {
+  closeSync,
+  existsSync,
+  mkdtempSync,
+  openSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { buildSync } from "esbuild";
+import { stripDebugFile, stripDebugToFile } from "../src/strip.js";
+
+const GNU_TIME = "/usr/bin/time";
+/** Size of the added debug section: with node's ~100 MB, about 1 GB. */
+const JUNK_BYTES = 900 << 20;
+const ROUNDS = 2;
+
+interface Measure {
+  seconds: number;
+  maxRssBytes: number;
+}
+
+/** Writes `size` bytes of a repeating non-zero pattern in 8 MiB chunks. */
+function writeJunk(path: string, size: number): void {
+  const chunk = Buffer.alloc(8 << 20);
+  for (let i = 0; i < chunk.length; i++) chunk[i] = (i * 131) & 0xff;
+  const fd = openSync(path, "w");
+  try {
+    for (let done = 0; done < size; done += chunk.length) {
+      writeSync(fd, chunk, 0, Math.min(chunk.length, size - done));
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function buildInput(dir: string): string {
+  const junk = join(dir, "junk");
+  const input = join(dir, "big");
+  writeJunk(junk, JUNK_BYTES);
+  execFileSync("objcopy", [
+    "--add-section",
+    `.debug_junk=${junk}`,
+    "--set-section-flags",
+    ".debug_junk=noload,readonly",
+    process.execPath,
+    input,
+  ]);
+  rmSync(junk);
+  const sections = execFileSync("readelf", ["-SW", input]).toString();
+  if (!sections.includes(".debug_junk")) {
+    throw new Error(`${input}: objcopy did not add .debug_junk`);
+  }
+  return input;
+}
+
+/** Runs a command under GNU time and parses wall time and peak RSS. */
+function timed(command: string[]): Measure {
+  const result = spawnSync(GNU_TIME, ["-v", ...command], {
+    encoding: "utf8",
+    maxBuffer: 1 << 24,
+  });
+  if (result.status !== 0) {
+    throw new Error(`${command.join(" ")} failed: ${result.stderr}`);
+  }
+  const wall = /Elapsed \(wall clock\) time.*: (?:(\d+):)?(\d+):([\d.]+)/.exec(
+    result.stderr,
+  );
+  const rss = /Maximum resident set size \(kbytes\): (\d+)/.exec(result.stderr);
+  if (!wall || !rss) throw new Error("cannot parse GNU time output");
+  const seconds =
+    Number(wall[1] ?? 0) * 3600 + Number(wall[2]) * 60 + Number(wall[3]);
+  return { seconds, maxRssBytes: Number(rss[1]) * 1024 };
+}
+
+function best(runs: Measure[]): Measure {
+  return runs.reduce((a, b) => (b.seconds < a.seconds ? b : a));
+}
+
+const mib = (bytes: number) => `${(bytes / (1 << 20)).toFixed(0)} MiB`;
+
+/** Builds the input, measures both tools and returns a markdown table. */
+export async function run(): Promise<string> {
+  if (!existsSync(GNU_TIME)) {
+    throw new Error("GNU time not found; install it with: apt-get install -y time");
+  }
+  const dir = mkdtempSync(join(tmpdir(), "bench-strip-"));
+  try {
+    const input = buildInput(dir);
+    const ours = join(dir, "ours");
+    const theirs = join(dir, "theirs");
+    const bundle = join(dir, "child.js");
+    buildSync({
+      entryPoints: [__filename],
+      bundle: true,
+      platform: "node",
+      format: "cjs",
+      outfile: bundle,
+      logLevel: "error",
+    });
+    const self = [process.execPath, bundle];
+    const modes = ["buffer", "file"] as const;
+    const results = new Map<string, Measure[]>();
+    for (let round = 0; round < ROUNDS; round++) {
+      const idle = results.get("node -e 0") ?? [];
+      idle.push(timed([process.execPath, "-e", "0"]));
+      results.set("node -e 0", idle);
+      for (const mode of modes) {
+        const list = results.get(mode) ?? [];
+        list.push(timed([...self, "--child", mode, input, ours]));
+        results.set(mode, list);
+      }
+      const list = results.get("binutils") ?? [];
+      list.push(timed(["strip", "--strip-debug", "-o", theirs, input]));
+      results.set("binutils", list);
+    }
+    const inputSize = statSync(input).size;
+    const kept = statSync(ours).size;
+    const binutils = best(results.get("binutils") ?? []);
+    const rows = [...results.entries()].map(([name, runs]) => {
+      const m = best(runs);
+      const label = modes.some((mode) => mode === name)
+        ? `stripDebug (${name})`
+        : name === "binutils"
+          ? "strip --strip-debug -o"
+          : name;
+      return (
+        `| ${label} | ${m.seconds.toFixed(2)} s | ` +
+        `${(m.seconds / binutils.seconds).toFixed(2)} | ` +
+        `${mib(m.maxRssBytes)} | ${(m.maxRssBytes / kept).toFixed(2)} |`
+      );
+    });
+    return [
+      `Input ${mib(inputSize)} (node + .debug_junk), kept ${mib(kept)}, ` +
+        `binutils output ${mib(statSync(theirs).size)}; best of ${ROUNDS}.`,
+      "",
+      "| tool | wall | wall / binutils | peak RSS | RSS / kept |",
+      "| --- | --- | --- | --- | --- |",
+      ...rows,
+    ].join("\n");
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Child mode: strips one file the way the plugin or the writer does. */
+function child(mode: string, input: string, output: string): void {
+  if (mode === "buffer") {
+    writeFileSync(output, stripDebugFile(input).data);
+  } else {
+    stripDebugToFile(input, output);
+  }
+}
+
+if (require.main === module) {
+  const [flag, mode, input, output] = process.argv.slice(2);
+  if (flag === "--child") {
+    child(mode, input, output);
+  } else {
+    run().then(
+      (table) => process.stdout.write(`${table}\n`),
+      (error: unknown) => {
+        process.stderr.write(`bench/strip: ${String(error)}\n`);
+        process.exitCode = 1;
+      },
+    );
+  }
+}
