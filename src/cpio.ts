@@ -221,7 +221,7 @@ export class CpioWriter {
 
   /** Number of entries added, the trailer excluded. */
   get entryCount(): number {
-    return this.#entries.length - (this.#finished ? 1 : 0);
+    return this.#names.size;
   }
 
   /** Reports whether an entry of this name was added. */

@@ -6,9 +6,10 @@ import { loadLibLz4, type LibLz4 } from "./liblz4.js";
  * LZ4 legacy format, the one the kernel's initramfs decompressor reads
  * (lib/decompress_unlz4.c): the magic, then for each chunk of input a
  * 4-byte little-endian compressed size and one independent raw LZ4 block.
- * Every chunk but the last holds exactly 8 MiB of input, because the
- * kernel decodes each block into an 8 MiB buffer. The kernel skips the
- * magic when it meets it again, so concatenated streams decode as one.
+ * Every chunk but the last holds exactly 8 MiB of input, as `lz4 -l`
+ * writes them. The kernel decodes each block into an 8 MiB buffer, so no
+ * block may decode to more. It skips the magic when it meets it again, so
+ * concatenated streams decode as one.
  */
 export const LZ4_LEGACY_MAGIC = 0x184c2102;
 export const LZ4_LEGACY_MAGIC_BYTES = Buffer.from([0x02, 0x21, 0x4c, 0x18]);
@@ -35,7 +36,9 @@ export interface Lz4Warning {
 export interface Lz4Options {
   /**
    * 0 or 1: LZ4_compress_default. 2 to 12: LZ4_compress_HC at that level.
-   * Default 1.
+   * Default 1. With liblz4 1.9.4, levels 1 and 3 to 12 give the bytes of
+   * `lz4 -l -N`. The CLI compresses level 2 like level 1, so level 2
+   * differs from `lz4 -l -2`.
    */
   level?: number;
   /**

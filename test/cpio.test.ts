@@ -142,7 +142,11 @@ describe("cpio writer fields", () => {
     writer.addFile("a/y", { data: Buffer.from("1"), ino: 7 });
     writer.addSymlink("a/z", "x");
     assert.equal(writer.nextIno, 103);
+    assert.equal(writer.entryCount, 4);
+    assert.equal(writer.has("a/y"), true);
+    assert.equal(writer.has("a/w"), false);
     const entries = readCpio(await writer.finish().toBuffer());
+    assert.equal(writer.entryCount, 4);
     assert.deepEqual(
       entries.map((e) => [e.name, e.ino, e.nlink]),
       [
