@@ -69,7 +69,29 @@ function fileData(file: Vinyl) {
       hostPath,
     );
   }
-  return { size, data: () => createReadStream(hostPath) };
+  const archivePath = archivePathOf(file);
+  return { size, data: () => readPlanned(hostPath, size, archivePath) };
+}
+
+/**
+ * Yields a host file's bytes and fails, naming the host file, when it no
+ * longer has the size its header was written with.
+ */
+async function* readPlanned(hostPath: string, size: number, archivePath: string) {
+  let count = 0;
+  for await (const chunk of createReadStream(hostPath) as AsyncIterable<Buffer>) {
+    count += chunk.length;
+    if (count > size) break;
+    yield chunk;
+  }
+  if (count !== size) {
+    throw new InitramfsError(
+      "INPUT_CHANGED",
+      `${hostPath} changed size while being packed as ${archivePath}: ` +
+        `its header says ${size} bytes; rebuild once it stops changing`,
+      hostPath,
+    );
+  }
 }
 
 /** Writes the planned base archive (no trailer) into a new writer. */
