@@ -4,20 +4,18 @@
  * flock(2). Writers hold LOCK_EX while they write; readers hold LOCK_SH
  * for as long as they use the segment.
  *
- * Segment layout: the payload from offset 0, then a 32-byte trailer
- * (all integers little-endian):
+ * A segment contains the payload and nothing else, so its st_size is the
+ * payload length: the ktstr harness maps the whole segment into guest
+ * memory and appends a suffix stream right after it. `ktstr-lz4-*`
+ * contains an LZ4 legacy stream, `ktstr-base-*` a cpio newc archive.
  *
- *   0  magic      "KTSTRSHM"
- *   8  version    u32, TRAILER_VERSION
- *   12 reserved   u32, zero
- *   16 length     u64, payload length in bytes
- *   24 checksum   first 8 bytes of SHA-256 of the payload
- *
- * The writer allocates the whole segment before it writes and writes the
- * trailer last, so a writer killed part way leaves a segment without a
- * valid trailer or checksum, which readers treat as a miss.
+ * Without a trailer, completeness comes from the write order: the writer
+ * allocates the whole length (zero-filled), writes everything except the
+ * first HEAD_LENGTH bytes, then those bytes, which contain the format's
+ * magic. A writer killed part way leaves zeros where the magic belongs.
+ * Readers also walk the format's headers (LZ4 block sizes, newc entries)
+ * and expect the walk to end exactly at st_size.
  */
-import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import { dirname, join } from "node:path";
 import { promisify } from "node:util";
@@ -29,8 +27,15 @@ import {
   posixFallocate,
   tryFlock,
 } from "./libc.js";
+import {
+  HEAD_LENGTH,
+  bufferReader,
+  checkSegmentFormat,
+  type ReadAt,
+  type SegmentKind,
+} from "./segment-format.js";
 
-export type SegmentKind = "base" | "lz4";
+export type { SegmentKind };
 
 /** A problem that was handled, such as a broken segment being rebuilt. */
 export interface ShmWarning {
@@ -108,11 +113,6 @@ export interface CleanupResult {
 
 export const DEFAULT_SHM_DIR = "/dev/shm";
 const DEFAULT_LOCK_TIMEOUT_MS = 600_000;
-
-const TRAILER_MAGIC = Buffer.from("KTSTRSHM", "latin1");
-export const TRAILER_VERSION = 1;
-export const TRAILER_LENGTH = 32;
-const CHECKSUM_LENGTH = 8;
 
 /** Write size per event-loop turn, so a large store does not stall it. */
 const WRITE_CHUNK = 4 << 20;
@@ -387,51 +387,22 @@ function readExactly(
   return buffer;
 }
 
-function checksum(payload: Uint8Array): Buffer {
-  return createHash("sha256").update(payload).digest().subarray(0, 8);
+/** Returns a ReadAt over a descriptor, for checkSegmentFormat(). */
+function descriptorReader(fd: number): ReadAt {
+  return (position, length) => readExactly(fd, length, position);
 }
 
-/** Encodes the trailer that follows `payload` in a segment. */
-export function encodeTrailer(payload: Uint8Array): Buffer {
-  const trailer = Buffer.alloc(TRAILER_LENGTH);
-  TRAILER_MAGIC.copy(trailer, 0);
-  trailer.writeUInt32LE(TRAILER_VERSION, 8);
-  trailer.writeBigUInt64LE(BigInt(payload.length), 16);
-  checksum(payload).copy(trailer, 24);
-  return trailer;
-}
+type Validation = { ok: true; size: number } | { ok: false; reason: string };
 
-type Validation = { ok: true; payload: Buffer } | { ok: false; reason: string };
-
-/** Reads and checks a segment's payload through `fd`. */
-function validate(fd: number): Validation {
+/**
+ * Checks the segment behind `fd` by its format's headers. The caller
+ * holds a lock, so only a process that ignores the lock can change it.
+ */
+function validate(fd: number, kind: SegmentKind): Validation {
   const size = fs.fstatSync(fd).size;
-  if (size < TRAILER_LENGTH) {
-    return { ok: false, reason: `it has ${size} bytes, no trailer` };
-  }
-  // A read can come up short only if a process that ignores the lock
-  // truncated the segment after fstat.
-  const shrunk: Validation = { ok: false, reason: "it shrank while read" };
-  const trailer = readExactly(fd, TRAILER_LENGTH, size - TRAILER_LENGTH);
-  if (trailer === null) return shrunk;
-  if (!trailer.subarray(0, 8).equals(TRAILER_MAGIC)) {
-    return { ok: false, reason: "its trailer magic is missing" };
-  }
-  const version = trailer.readUInt32LE(8);
-  if (version !== TRAILER_VERSION) {
-    return { ok: false, reason: `its format version is ${version}` };
-  }
-  const length = trailer.readBigUInt64LE(16);
-  if (length !== BigInt(size - TRAILER_LENGTH)) {
-    return { ok: false, reason: `its trailer gives length ${length}` };
-  }
-  const payload = readExactly(fd, size - TRAILER_LENGTH, 0);
-  if (payload === null) return shrunk;
-  const expected = trailer.subarray(24, 24 + CHECKSUM_LENGTH);
-  if (!checksum(payload).equals(expected)) {
-    return { ok: false, reason: "its checksum does not match" };
-  }
-  return { ok: true, payload };
+  if (size === 0) return { ok: false, reason: "it is empty" };
+  const reason = checkSegmentFormat(kind, size, descriptorReader(fd));
+  return reason === null ? { ok: true, size } : { ok: false, reason };
 }
 
 async function writeAll(
@@ -454,13 +425,31 @@ async function writeAll(
   }
 }
 
-async function produce(source: ImageSource, path: string): Promise<Uint8Array> {
+async function produce(
+  source: ImageSource,
+  kind: SegmentKind,
+  path: string,
+): Promise<Uint8Array> {
   const bytes = typeof source === "function" ? await source() : source;
   if (!(bytes instanceof Uint8Array)) {
     throw new ShmError(
       "SHM_INVALID_PAYLOAD",
       `the image producer for ${path} returned ${typeof bytes}; ` +
         `it must return a Buffer or Uint8Array`,
+      path,
+    );
+  }
+  // A payload that readers would reject would be rebuilt on every run.
+  const reason =
+    bytes.length === 0
+      ? "it is empty"
+      : checkSegmentFormat(kind, bytes.length, bufferReader(bytes));
+  if (reason !== null) {
+    const format = kind === "lz4" ? "an LZ4 legacy stream" : "a newc archive";
+    throw new ShmError(
+      "SHM_INVALID_PAYLOAD",
+      `the payload for ${path} is not ${format}: ${reason}; store the ` +
+        `compressed base in ktstr-lz4 and the uncompressed one in ktstr-base`,
       path,
     );
   }
@@ -481,13 +470,16 @@ function spaceError(err: unknown, path: string, size: number): unknown {
 
 /**
  * Fills a segment that this process just created. Holding LOCK_EX, it
- * builds, allocates, writes the payload, then the trailer. On any error
- * it unlinks the segment before the lock is released. Returns false when
- * the segment was unlinked by another process before we locked it.
+ * builds and allocates, then writes the payload from HEAD_LENGTH on and
+ * its first HEAD_LENGTH bytes last, so that a segment without its magic
+ * is one whose writer died. On any error it unlinks the segment before
+ * the lock is released. Returns false when the segment was unlinked by
+ * another process before we locked it.
  */
 async function fillSegment(
   fd: number,
   path: string,
+  kind: SegmentKind,
   source: ImageSource,
   deadline: number,
 ): Promise<boolean> {
@@ -496,15 +488,16 @@ async function fillSegment(
     if (!isCurrent(fd, path)) return false;
     let size = 0;
     try {
-      const payload = await produce(source, path);
-      size = payload.length + TRAILER_LENGTH;
+      const payload = await produce(source, kind, path);
+      size = payload.length;
       // Allocating first makes a full tmpfs fail here with ENOSPC before
       // any write, and leaves no hole for a reader's mapping to fault in.
       // (On tmpfs such a fault must allocate a page and raises SIGBUS when
       // it cannot.)
       posixFallocate(fd, 0, size);
-      await writeAll(fd, payload, 0);
-      await writeAll(fd, encodeTrailer(payload), payload.length);
+      const head = Math.min(HEAD_LENGTH, size);
+      await writeAll(fd, payload.subarray(head), head);
+      await writeAll(fd, payload.subarray(0, head), 0);
     } catch (err) {
       fs.rmSync(path, { force: true });
       throw spaceError(err, path, size);
@@ -523,18 +516,19 @@ async function fillSegment(
 async function checkExisting(
   fd: number,
   path: string,
+  kind: SegmentKind,
   deadline: number,
   options: ShmOptions,
 ): Promise<"valid" | "removed" | "retry"> {
   try {
     await waitForLock(fd, LOCK_SH, deadline, path);
     if (!isCurrent(fd, path)) return "retry";
-    if (validate(fd).ok) return "valid";
+    if (validate(fd, kind).ok) return "valid";
     // flock(2) converts a lock non-atomically, so revalidate after.
     flock(fd, LOCK_UN);
     await waitForLock(fd, LOCK_EX, deadline, path);
     if (!isCurrent(fd, path)) return "retry";
-    const check = validate(fd);
+    const check = validate(fd, kind);
     if (check.ok) return "valid";
     options.onWarning?.({
       code: "SHM_SEGMENT_INVALID",
@@ -566,14 +560,14 @@ export async function storeImage(
   for (;;) {
     const created = createExclusive(path, mode);
     if (created !== null) {
-      if (await fillSegment(created, path, source, deadline)) {
+      if (await fillSegment(created, path, kind, source, deadline)) {
         return { built: true, path };
       }
       continue;
     }
     const fd = openExisting(path);
     if (fd === null) continue;
-    const state = await checkExisting(fd, path, deadline, options);
+    const state = await checkExisting(fd, path, kind, deadline, options);
     if (state === "valid") return { built: false, path };
   }
 }
@@ -595,14 +589,18 @@ export async function loadImage(
     const fd = openExisting(path);
     if (fd === null) return null;
     let check: Validation | undefined;
+    let payload: Buffer | undefined;
     try {
       await waitForLock(fd, LOCK_SH, deadline, path);
-      if (isCurrent(fd, path)) check = validate(fd);
+      if (isCurrent(fd, path)) check = validate(fd, kind);
+      // A short read means that a process which ignores the lock
+      // truncated the segment; like any incomplete segment it is a miss.
+      if (check?.ok) payload = readExactly(fd, check.size, 0) ?? undefined;
     } catch (err) {
       fs.closeSync(fd);
       throw err;
     }
-    if (check?.ok) return lockedImage(fd, path, check.payload);
+    if (payload !== undefined) return lockedImage(fd, path, payload);
     fs.closeSync(fd);
     if (check !== undefined) return null;
   }

@@ -9,8 +9,25 @@ import Vinyl from "vinyl";
 import type { ImageFacts, InitramfsFile } from "../plugins/meta.js";
 import { shmStore, type StoredFile } from "../plugins/shm-store.js";
 import type { InitramfsWarning } from "../plugins/transform.js";
+import { CpioWriter } from "../src/cpio.js";
+import { compressLegacy } from "../src/lz4.js";
 import { loadImage, segmentPath, storeImage } from "../src/shm.js";
 import { tempDir } from "./helpers/tools.js";
+
+/** Returns a newc archive without a trailer holding `size` random bytes. */
+function newcBase(size: number): Promise<Buffer> {
+  const writer = new CpioWriter().addFile("data", { data: randomBytes(size) });
+  return writer.finish({ trailer: false }).toBuffer();
+}
+
+/** Returns an LZ4 image: a compressed base, then random suffix bytes. */
+async function lz4Image(
+  baseSize: number,
+): Promise<{ contents: Buffer; baseLength: number }> {
+  const base = await compressLegacy(await newcBase(baseSize));
+  const suffix = await compressLegacy(randomBytes(200));
+  return { contents: Buffer.concat([base, suffix]), baseLength: base.length };
+}
 
 function randomKey(): string {
   return randomBytes(8).toString("hex");
@@ -75,8 +92,8 @@ function expectPluginError(code: string, fileName: string) {
 describe("shmStore", () => {
   it("stores the base part of an lz4 image", () =>
     withDir(async (shmDir) => {
-      const contents = randomBytes(5000);
-      const file = imageFile(contents, 3000, "lz4-legacy");
+      const { contents, baseLength } = await lz4Image(5000);
+      const file = imageFile(contents, baseLength, "lz4-legacy");
       const key = file.initramfs!.image!.key;
       const [out] = await runThrough(shmStore({ shmDir }), [file]);
 
@@ -87,7 +104,7 @@ describe("shmStore", () => {
       const image = await loadImage(key, "lz4", { shmDir });
       assert.ok(image);
       try {
-        assert.ok(image.bytes.equals(contents.subarray(0, 3000)));
+        assert.ok(image.bytes.equals(contents.subarray(0, baseLength)));
       } finally {
         image.release();
       }
@@ -96,25 +113,25 @@ describe("shmStore", () => {
 
   it("uses ktstr-base for uncompressed images", () =>
     withDir(async (shmDir) => {
-      const contents = randomBytes(2048);
-      const file = imageFile(contents, 1536, "none");
+      const base = await newcBase(1400);
+      const contents = Buffer.concat([base, randomBytes(512)]);
+      const file = imageFile(contents, base.length, "none");
       const key = file.initramfs!.image!.key;
       const [out] = await runThrough(shmStore({ shmDir }), [file]);
 
       const expectedPath = segmentPath(key, "base", { shmDir });
       assert.equal((out as StoredFile).shmSegment, expectedPath);
       const image = await loadImage(key, "base", { shmDir });
-      assert.ok(image?.bytes.equals(contents.subarray(0, 1536)));
+      assert.ok(image?.bytes.equals(base));
       image?.release();
     }));
 
   it("keeps an existing valid segment", () =>
     withDir(async (shmDir) => {
       const key = randomKey();
-      const cached = Buffer.from("cached base");
-      await storeImage(key, "lz4", cached, { shmDir });
-      const contents = Buffer.concat([cached, Buffer.from("suffix")]);
-      const file = imageFile(contents, cached.length, "lz4-legacy", key);
+      const { contents, baseLength } = await lz4Image(100);
+      await storeImage(key, "lz4", contents.subarray(0, baseLength), { shmDir });
+      const file = imageFile(contents, baseLength, "lz4-legacy", key);
       const path = segmentPath(key, "lz4", { shmDir });
       const before = fs.statSync(path).ino;
       const [out] = await runThrough(shmStore({ shmDir }), [file]);
@@ -147,8 +164,9 @@ describe("shmStore", () => {
 
   it("buffers a streaming image", () =>
     withDir(async (shmDir) => {
-      const contents = randomBytes(3000);
-      const file = imageFile(Buffer.alloc(0), 1000, "none");
+      const base = await newcBase(900);
+      const contents = Buffer.concat([base, randomBytes(2000)]);
+      const file = imageFile(Buffer.alloc(0), base.length, "none");
       const image = file.initramfs!.image!;
       const key = image.key;
       image.key = "";
@@ -156,9 +174,9 @@ describe("shmStore", () => {
       // Like cpio({ buffer: false }): the key is set once the base is read.
       file.contents = Readable.from(
         (async function* () {
-          yield contents.subarray(0, 1000);
+          yield contents.subarray(0, base.length);
           image.key = key;
-          yield contents.subarray(1000);
+          yield contents.subarray(base.length);
         })(),
       );
       const [out] = await runThrough(shmStore({ shmDir }), [file]);
@@ -168,7 +186,7 @@ describe("shmStore", () => {
       const path = segmentPath(key, "base", { shmDir });
       assert.equal((out as StoredFile).shmSegment, path);
       const stored = await loadImage(key, "base", { shmDir });
-      assert.ok(stored?.bytes.equals(contents.subarray(0, 1000)));
+      assert.ok(stored?.bytes.equals(base));
       stored?.release();
     }));
 
@@ -178,6 +196,16 @@ describe("shmStore", () => {
       await assert.rejects(
         runThrough(shmStore({ shmDir }), [file]),
         expectPluginError("SHM_INVALID_KEY", file.path),
+      );
+      assert.deepEqual(fs.readdirSync(shmDir), []);
+    }));
+
+  it("rejects a base that is not LZ4", () =>
+    withDir(async (shmDir) => {
+      const file = imageFile(randomBytes(100), 60, "lz4-legacy");
+      await assert.rejects(
+        runThrough(shmStore({ shmDir }), [file]),
+        expectPluginError("SHM_INVALID_PAYLOAD", file.path),
       );
       assert.deepEqual(fs.readdirSync(shmDir), []);
     }));
@@ -195,17 +223,17 @@ describe("shmStore", () => {
 
   it("raises store errors with the file name", () =>
     withDir(async (shmDir) => {
-      const file = imageFile(Buffer.alloc(100), 60, "lz4-legacy");
+      const { contents, baseLength } = await lz4Image(100);
+      const file = imageFile(contents, baseLength, "lz4-legacy");
       const key = file.initramfs!.image!.key;
-      const { path } = await storeImage(key, "lz4", Buffer.from("old"), {
-        shmDir,
-      });
+      const old = await compressLegacy(await newcBase(50));
+      const { path } = await storeImage(key, "lz4", old, { shmDir });
       fs.chmodSync(path, 0o666);
       await assert.rejects(
         runThrough(shmStore({ shmDir }), [file]),
         expectPluginError("SHM_UNSAFE_MODE", file.path),
       );
-      assert.equal(fs.readFileSync(path).subarray(0, 3).toString(), "old");
+      assert.ok(fs.readFileSync(path).equals(old));
     }));
 
   it("rejects invalid options at construction", () => {
@@ -226,7 +254,8 @@ describe("shmStore", () => {
 
   it("reports a rebuilt segment as a warning", () =>
     withDir(async (shmDir) => {
-      const file = imageFile(randomBytes(100), 60, "lz4-legacy");
+      const { contents, baseLength } = await lz4Image(100);
+      const file = imageFile(contents, baseLength, "lz4-legacy");
       const key = file.initramfs!.image!.key;
       const path = segmentPath(key, "lz4", { shmDir });
       fs.writeFileSync(path, Buffer.alloc(40), { mode: 0o600 });
@@ -238,7 +267,7 @@ describe("shmStore", () => {
       assert.equal(warnings[0].code, "SHM_SEGMENT_INVALID");
       assert.equal(warnings[0].fileName, file.path);
       const image = await loadImage(key, "lz4", { shmDir });
-      assert.equal(image?.bytes.length, 60);
+      assert.ok(image?.bytes.equals(contents.subarray(0, baseLength)));
       image?.release();
     }));
 });

@@ -11,9 +11,12 @@ import {
   flock,
   tryFlock,
 } from "../src/libc.js";
+import { CpioWriter } from "../src/cpio.js";
+import { compressLegacy, decompressLegacy } from "../src/lz4.js";
+import { appendSuffix } from "../src/suffix.js";
 import {
+  SegmentKind,
   ShmWarning,
-  TRAILER_LENGTH,
   cleanupStale,
   loadImage,
   rustArch,
@@ -22,10 +25,26 @@ import {
   storeImage,
 } from "../src/shm.js";
 import type { ChildRequest } from "./helpers/shm-child.js";
-import { seededBytes } from "./helpers/shm-child.js";
-import { requireTool, tempDir } from "./helpers/tools.js";
+import { seededBytes, seededImage } from "./helpers/shm-child.js";
+import { requireTool, run, tempDir } from "./helpers/tools.js";
 
 const CHILD_SCRIPT = join(__dirname, "helpers", "shm-child.ts");
+
+/** Returns an LZ4 legacy stream of `text`: a valid ktstr-lz4 payload. */
+function lz4(text: string): Promise<Buffer> {
+  return compressLegacy(Buffer.from(text));
+}
+
+/** Returns the text that a stored LZ4 payload decodes to. */
+function textOf(payload: Buffer | undefined): string | undefined {
+  return payload && decompressLegacy(payload).toString();
+}
+
+/** Returns a newc archive (no trailer) of one file: a ktstr-base payload. */
+function newc(data: Buffer): Promise<Buffer> {
+  const writer = new CpioWriter().addFile("data", { data });
+  return writer.finish({ trailer: false }).toBuffer();
+}
 
 function randomKey(): string {
   return randomBytes(8).toString("hex");
@@ -166,7 +185,7 @@ describe("store and load", () => {
   it("round-trips the exact payload", () =>
     withDir(async (shmDir) => {
       const key = randomKey();
-      const payload = seededBytes("round-trip", 100_000);
+      const payload = await newc(seededBytes("round-trip", 100_000));
       const stored = await storeImage(key, "base", payload, { shmDir });
       assert.equal(stored.built, true);
       assert.equal(stored.path, join(shmDir, segmentName(key, "base")));
@@ -180,22 +199,53 @@ describe("store and load", () => {
       image.release();
     }));
 
-  it("writes the documented trailer", () =>
+  it("segment is exactly the payload", () =>
     withDir(async (shmDir) => {
-      const payload = Buffer.from("initramfs bytes");
+      const payload = await seededImage("exact", 20 << 20);
       const { path } = await storeImage(randomKey(), "lz4", payload, {
         shmDir,
       });
+      assert.equal(fs.statSync(path).size, payload.length);
+      assert.ok(fs.readFileSync(path).equals(payload));
+    }));
+
+  it("segment plus suffix decodes with lz4 -d", () =>
+    withDir(async (shmDir) => {
+      const base = await newc(Buffer.from("from the base\n"));
+      const key = randomKey();
+      const { path } = await storeImage(key, "lz4", await compressLegacy(base), {
+        shmDir,
+      });
+      // As the ktstr harness does: the whole segment, then a suffix.
       const segment = fs.readFileSync(path);
-      assert.equal(segment.length, payload.length + TRAILER_LENGTH);
-      assert.ok(segment.subarray(0, payload.length).equals(payload));
-      const trailer = segment.subarray(payload.length);
-      assert.equal(trailer.subarray(0, 8).toString("latin1"), "KTSTRSHM");
-      assert.equal(trailer.readUInt32LE(8), 1);
-      assert.equal(trailer.readUInt32LE(12), 0);
-      assert.equal(trailer.readBigUInt64LE(16), BigInt(payload.length));
-      const digest = createHash("sha256").update(payload).digest();
-      assert.ok(trailer.subarray(24).equals(digest.subarray(0, 8)));
+      const image = await appendSuffix(segment, base.length, {
+        args: ["from the suffix"],
+      });
+      const archive = run("lz4", ["-dc"], { input: image });
+      const cpio = ["-i", "--quiet", "--to-stdout"];
+      const data = run("cpio", [...cpio, "data"], { input: archive });
+      const args = run("cpio", [...cpio, "args"], { input: archive });
+      assert.equal(data.toString(), "from the base\n");
+      assert.equal(args.toString(), "from the suffix");
+    }));
+
+  it("rejects a payload of the wrong format", () =>
+    withDir(async (shmDir) => {
+      const archive = await newc(Buffer.from("plain"));
+      const cases: Array<[SegmentKind, Buffer]> = [
+        ["lz4", archive],
+        ["lz4", Buffer.alloc(0)],
+        ["lz4", (await lz4("cut")).subarray(0, 6)],
+        ["base", await compressLegacy(archive)],
+        ["base", archive.subarray(0, archive.length - 4)],
+      ];
+      for (const [kind, payload] of cases) {
+        await assert.rejects(
+          storeImage(randomKey(), kind, payload, { shmDir }),
+          hasCode("SHM_INVALID_PAYLOAD"),
+        );
+      }
+      assert.deepEqual(fs.readdirSync(shmDir), []);
     }));
 
   it("returns null on a miss", () =>
@@ -207,9 +257,10 @@ describe("store and load", () => {
     withDir(async (shmDir) => {
       const key = randomKey();
       let calls = 0;
+      const payload = await lz4("built once");
       const producer = (): Buffer => {
         calls += 1;
-        return Buffer.from("built once");
+        return payload;
       };
       assert.equal((await storeImage(key, "lz4", producer, { shmDir })).built, true);
       assert.equal((await storeImage(key, "lz4", producer, { shmDir })).built, false);
@@ -220,10 +271,10 @@ describe("store and load", () => {
     withDir(async (shmDir) => {
       const previous = process.umask(0o077);
       try {
-        const first = await storeImage(randomKey(), "lz4", Buffer.from("a"), {
+        const first = await storeImage(randomKey(), "lz4", await lz4("a"), {
           shmDir,
         });
-        const second = await storeImage(randomKey(), "lz4", Buffer.from("b"), {
+        const second = await storeImage(randomKey(), "lz4", await lz4("b"), {
           shmDir,
           mode: 0o644,
         });
@@ -234,26 +285,72 @@ describe("store and load", () => {
       }
     }));
 
-  it("rebuilds a segment with a bad checksum", () =>
+  const damages: Array<[string, RegExp, (path: string) => void]> = [
+    [
+      "a zeroed magic",
+      /LZ4 legacy magic/,
+      (path) => {
+        const fd = fs.openSync(path, "r+");
+        fs.writeSync(fd, Buffer.alloc(4), 0, 4, 0);
+        fs.closeSync(fd);
+      },
+    ],
+    [
+      "a bad block size",
+      /block size 0 at 4/,
+      (path) => {
+        const fd = fs.openSync(path, "r+");
+        fs.writeSync(fd, Buffer.alloc(4), 0, 4, 4);
+        fs.closeSync(fd);
+      },
+    ],
+    [
+      "a cut last block",
+      /past its/,
+      (path) => fs.truncateSync(path, fs.statSync(path).size - 1),
+    ],
+    [
+      "bytes after the last block",
+      /block size/,
+      (path) => fs.appendFileSync(path, Buffer.from("KTSTRSHM")),
+    ],
+  ];
+
+  for (const [what, reason, damage] of damages) {
+    it(`rebuilds a segment with ${what}`, () =>
+      withDir(async (shmDir) => {
+        const key = randomKey();
+        const payload = await seededImage("damaged", 9 << 20);
+        const { path } = await storeImage(key, "lz4", payload, { shmDir });
+        damage(path);
+        assert.equal(await loadImage(key, "lz4", { shmDir }), null);
+
+        const warnings: ShmWarning[] = [];
+        const onWarning = (w: ShmWarning): void => void warnings.push(w);
+        const result = await storeImage(key, "lz4", payload, {
+          shmDir,
+          onWarning,
+        });
+        assert.equal(result.built, true);
+        assert.equal(warnings.length, 1);
+        assert.equal(warnings[0].code, "SHM_SEGMENT_INVALID");
+        assert.match(warnings[0].message, reason);
+        const image = await loadImage(key, "lz4", { shmDir });
+        assert.ok(image?.bytes.equals(payload));
+        image?.release();
+      }));
+  }
+
+  it("rebuilds a base segment that ends mid-entry", () =>
     withDir(async (shmDir) => {
       const key = randomKey();
-      const payload = seededBytes("checksum", 4096);
-      const { path } = await storeImage(key, "lz4", payload, { shmDir });
-      const fd = fs.openSync(path, "r+");
-      fs.writeSync(fd, Buffer.from([payload[100] ^ 0xff]), 0, 1, 100);
-      fs.closeSync(fd);
-      assert.equal(await loadImage(key, "lz4", { shmDir }), null);
-
-      const warnings: ShmWarning[] = [];
-      const onWarning = (w: ShmWarning): void => void warnings.push(w);
-      const result = await storeImage(key, "lz4", payload, { shmDir, onWarning });
+      const payload = await newc(seededBytes("base", 5000));
+      const { path } = await storeImage(key, "base", payload, { shmDir });
+      fs.truncateSync(path, payload.length - 8);
+      assert.equal(await loadImage(key, "base", { shmDir }), null);
+      const result = await storeImage(key, "base", payload, { shmDir });
       assert.equal(result.built, true);
-      assert.equal(warnings.length, 1);
-      assert.equal(warnings[0].code, "SHM_SEGMENT_INVALID");
-      assert.match(warnings[0].message, /checksum/);
-      const image = await loadImage(key, "lz4", { shmDir });
-      assert.ok(image?.bytes.equals(payload));
-      image?.release();
+      assert.equal(fs.statSync(path).size, payload.length);
     }));
 
   it("removes the segment when the producer throws", () =>
@@ -283,8 +380,9 @@ describe("flock(1) interop", () => {
     withDir(async (shmDir) => {
       const key = randomKey();
       const path = segmentPath(key, "lz4", { shmDir });
-      // The store must take LOCK_EX to replace this truncated segment.
+      // The store must take LOCK_EX to replace this incomplete segment.
       fs.writeFileSync(path, Buffer.alloc(10), { mode: 0o600 });
+      const payload = await lz4("new");
       const holder = await holdWithFlock(path, "-s", 3);
       try {
         const fd = fs.openSync(path, "r");
@@ -294,9 +392,7 @@ describe("flock(1) interop", () => {
         fs.closeSync(fd);
 
         const started = Date.now();
-        const result = await storeImage(key, "lz4", Buffer.from("new"), {
-          shmDir,
-        });
+        const result = await storeImage(key, "lz4", payload, { shmDir });
         const waited = Date.now() - started;
         assert.equal(result.built, true);
         // flock(1) releases after its 3 s sleep, less the setup above.
@@ -305,7 +401,7 @@ describe("flock(1) interop", () => {
         await holder.release();
       }
       const image = await loadImage(key, "lz4", { shmDir });
-      assert.equal(image?.bytes.toString(), "new");
+      assert.equal(textOf(image?.bytes), "new");
       image?.release();
     }));
 
@@ -314,6 +410,8 @@ describe("flock(1) interop", () => {
       const key = randomKey();
       const path = segmentPath(key, "lz4", { shmDir });
       fs.writeFileSync(path, Buffer.alloc(10), { mode: 0o600 });
+      const waitingPayload = await lz4("from the waiting store");
+      const payload = await lz4("new");
       // flock(1) plays a failed writer that keeps LOCK_EX on an unlinked file.
       const holder = await holdWithFlock(path, "-x", 30);
       let producerCalls = 0;
@@ -322,7 +420,7 @@ describe("flock(1) interop", () => {
         "lz4",
         () => {
           producerCalls += 1;
-          return Buffer.from("from the waiting store");
+          return waitingPayload;
         },
         { shmDir },
       );
@@ -330,9 +428,7 @@ describe("flock(1) interop", () => {
       try {
         await new Promise((resolve) => setTimeout(resolve, 200));
         fs.unlinkSync(path);
-        const replaced = await storeImage(key, "lz4", Buffer.from("new"), {
-          shmDir,
-        });
+        const replaced = await storeImage(key, "lz4", payload, { shmDir });
         assert.equal(replaced.built, true);
       } finally {
         await holder.release();
@@ -341,15 +437,15 @@ describe("flock(1) interop", () => {
       assert.equal((await waitingStore).built, false);
       assert.equal(producerCalls, 0);
       const loaded = await waitingLoad;
-      assert.equal(loaded?.bytes.toString(), "new");
+      assert.equal(textOf(loaded?.bytes), "new");
       loaded?.release();
-      assert.equal(fs.readFileSync(path).subarray(0, 3).toString(), "new");
+      assert.ok(fs.readFileSync(path).equals(payload));
     }));
 
   it("times out behind flock -x", () =>
     withDir(async (shmDir) => {
       const key = randomKey();
-      const { path } = await storeImage(key, "lz4", Buffer.from("x"), {
+      const { path } = await storeImage(key, "lz4", await lz4("x"), {
         shmDir,
       });
       const holder = await holdWithFlock(path, "-x", 30);
@@ -357,7 +453,7 @@ describe("flock(1) interop", () => {
         const options = { shmDir, lockTimeoutMs: 200 };
         await assert.rejects(loadImage(key, "lz4", options), hasCode("SHM_LOCK_TIMEOUT"));
         await assert.rejects(
-          storeImage(key, "lz4", Buffer.from("y"), options),
+          storeImage(key, "lz4", await lz4("y"), options),
           hasCode("SHM_LOCK_TIMEOUT"),
         );
       } finally {
@@ -371,12 +467,13 @@ describe("flock(1) interop", () => {
       const key = randomKey();
       const path = segmentPath(key, "lz4", { shmDir });
       let status: number | null = -1;
+      const payload = await lz4("payload");
       await storeImage(
         key,
         "lz4",
         () => {
           status = flockNonBlocking(path, "-s");
-          return Buffer.from("payload");
+          return payload;
         },
         { shmDir },
       );
@@ -387,7 +484,7 @@ describe("flock(1) interop", () => {
   it("reader holds LOCK_SH until release", () =>
     withDir(async (shmDir) => {
       const key = randomKey();
-      const { path } = await storeImage(key, "lz4", Buffer.from("p"), {
+      const { path } = await storeImage(key, "lz4", await lz4("p"), {
         shmDir,
       });
       const image = await loadImage(key, "lz4", { shmDir });
@@ -431,7 +528,7 @@ describe("concurrent processes", () => {
       const builds = fs.readFileSync(counterFile, "utf8").trim().split("\n");
       assert.equal(builds.length, 1, `builders: ${builds.join(", ")}`);
       assert.equal(results.filter((r) => r.built).length, 1);
-      const expected = sha256(seededBytes("concurrent", size));
+      const expected = sha256(await seededImage("concurrent", size));
       for (const result of results) assert.equal(result.sha256, expected);
     }));
 
@@ -453,7 +550,7 @@ describe("concurrent processes", () => {
       assert.equal(fs.statSync(path).size, 0);
       assert.equal(await loadImage(key, "lz4", { shmDir }), null);
 
-      const payload = seededBytes("killed", 1000);
+      const payload = await seededImage("killed", 1000);
       const result = await storeImage(key, "lz4", payload, { shmDir });
       assert.equal(result.built, true);
       const image = await loadImage(key, "lz4", { shmDir });
@@ -470,10 +567,11 @@ describe("concurrent processes", () => {
 
       const path = segmentPath(key, "lz4", { shmDir });
       const torn = fs.readFileSync(path);
-      const payload = seededBytes("torn", size);
-      assert.equal(torn.length, size + TRAILER_LENGTH, "space not allocated");
-      assert.ok(torn.subarray(0, 64).equals(payload.subarray(0, 64)));
-      assert.ok(torn.subarray(size).equals(Buffer.alloc(TRAILER_LENGTH)));
+      const payload = await seededImage("torn", size);
+      assert.equal(torn.length, payload.length, "space not allocated");
+      assert.ok(torn.subarray(8, 72).equals(payload.subarray(8, 72)));
+      // The head, and with it the magic, is written last.
+      assert.ok(torn.subarray(0, 8).equals(Buffer.alloc(8)));
       assert.equal(await loadImage(key, "lz4", { shmDir }), null);
 
       const warnings: ShmWarning[] = [];
@@ -481,6 +579,7 @@ describe("concurrent processes", () => {
       const result = await storeImage(key, "lz4", payload, { shmDir, onWarning });
       assert.equal(result.built, true);
       assert.equal(warnings[0]?.code, "SHM_SEGMENT_INVALID");
+      assert.match(warnings[0]?.message ?? "", /magic/);
       const image = await loadImage(key, "lz4", { shmDir });
       assert.ok(image?.bytes.equals(payload));
       image?.release();
@@ -497,7 +596,7 @@ describe("full tmpfs", () => {
       });
       assert.equal(mounted.status, 0, `mount failed: ${mounted.stderr}`);
       try {
-        const payload = seededBytes("big", 1 << 20);
+        const payload = await seededImage("big", 1 << 20);
         await assert.rejects(
           storeImage(randomKey(), "lz4", payload, { shmDir }),
           (err: Error & { code?: string; cause?: { code?: string } }) => {
@@ -552,7 +651,7 @@ describe("untrusted segments", () => {
     it(`rejects ${what}`, () =>
       withDir(async (shmDir) => {
         const key = randomKey();
-        const { path } = await storeImage(key, "lz4", Buffer.from("secret"), {
+        const { path } = await storeImage(key, "lz4", await lz4("secret"), {
           shmDir,
         });
         plant(path, shmDir);
@@ -562,9 +661,10 @@ describe("untrusted segments", () => {
           return true;
         });
         let called = false;
+        const replacement = await lz4("replacement");
         const producer = (): Buffer => {
           called = true;
-          return Buffer.from("replacement");
+          return replacement;
         };
         await assert.rejects(storeImage(key, "lz4", producer, { shmDir }), hasCode(code));
         assert.equal(called, false);
@@ -578,12 +678,12 @@ describe("cleanupStale", () => {
       const [kept, stale, locked, foreign] = [1, 2, 3, 4].map(randomKey);
       const paths = new Map<string, string>();
       for (const key of [kept, stale, locked, foreign]) {
-        const { path } = await storeImage(key, "lz4", Buffer.from(key), {
+        const { path } = await storeImage(key, "lz4", await lz4(key), {
           shmDir,
         });
         paths.set(key, path);
       }
-      const baseStale = await storeImage(stale, "base", Buffer.from("b"), {
+      const baseStale = await storeImage(stale, "base", await newc(Buffer.from("b")), {
         shmDir,
       });
       fs.chownSync(paths.get(foreign)!, 65534, 65534);
@@ -623,7 +723,7 @@ describe("real /dev/shm", () => {
     const path = segmentPath(key, "lz4");
     assert.equal(fs.existsSync(path), false);
     try {
-      const payload = seededBytes("dev-shm", 65_536);
+      const payload = await seededImage("dev-shm", 65_536);
       assert.equal((await storeImage(key, "lz4", payload)).path, path);
       const image = await loadImage(key, "lz4");
       assert.ok(image?.bytes.equals(payload));

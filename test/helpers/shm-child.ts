@@ -6,12 +6,16 @@
  */
 import { createCipheriv, createHash } from "node:crypto";
 import * as fs from "node:fs";
+import { compressLegacy } from "../../src/lz4.js";
 import { loadImage, segmentPath, storeImage } from "../../src/shm.js";
 
 export interface ChildRequest {
   shmDir: string;
   key: string;
-  /** Payload length in bytes; the content depends only on `seed`. */
+  /**
+   * Uncompressed length of the payload, an LZ4 legacy stream of
+   * seededBytes(seed, size).
+   */
   size: number;
   seed: string;
   /** The producer appends one line per call to this file. */
@@ -23,7 +27,7 @@ export interface ChildRequest {
   /**
    * "producer": print "building" and never return from the producer.
    * "write": SIGKILL this process once the first payload chunk is
-   * visible in the segment, before the rest and the trailer are written.
+   * visible in the segment, before the rest and the head are written.
    */
   die?: "producer" | "write";
 }
@@ -35,6 +39,11 @@ export function seededBytes(seed: string, size: number): Buffer {
   return cipher.update(Buffer.alloc(size));
 }
 
+/** Returns the LZ4 legacy stream that a child with `seed` and `size` stores. */
+export function seededImage(seed: string, size: number): Promise<Buffer> {
+  return compressLegacy(seededBytes(seed, size));
+}
+
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
@@ -43,15 +52,18 @@ async function waitForFile(path: string): Promise<void> {
   while (!fs.existsSync(path)) await sleep(5);
 }
 
-/** Kills this process as soon as the segment contains the payload's start. */
+/**
+ * Kills this process as soon as the segment contains the bytes that the
+ * writer writes first: those after the 8-byte head.
+ */
 function dieWhenWriteStarts(path: string, payload: Buffer): void {
   const check = (): void => {
     try {
-      const head = Buffer.alloc(64);
+      const first = Buffer.alloc(64);
       const fd = fs.openSync(path, "r");
-      fs.readSync(fd, head, 0, head.length, 0);
+      fs.readSync(fd, first, 0, first.length, 8);
       fs.closeSync(fd);
-      if (head.equals(payload.subarray(0, 64))) {
+      if (first.equals(payload.subarray(8, 72))) {
         process.kill(process.pid, "SIGKILL");
       }
     } catch {
@@ -65,7 +77,7 @@ function dieWhenWriteStarts(path: string, payload: Buffer): void {
 async function main(): Promise<void> {
   const request = JSON.parse(process.argv[2]) as ChildRequest;
   const options = { shmDir: request.shmDir };
-  const payload = seededBytes(request.seed, request.size);
+  const payload = await seededImage(request.seed, request.size);
   if (request.barrierFile !== undefined) {
     process.stdout.write("ready\n");
     await waitForFile(request.barrierFile);
