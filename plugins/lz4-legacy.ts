@@ -2,10 +2,15 @@ import type Vinyl from "vinyl";
 import {
   compressLegacy,
   compressLegacyReadable,
+  compressLegacyStream,
   type Lz4Options,
 } from "../src/lz4.js";
-import { metaOf } from "./meta.js";
-import { pluginStream, type WarningHandler } from "./transform.js";
+import { metaOf, type ImageFacts } from "./meta.js";
+import {
+  InitramfsError,
+  pluginStream,
+  type WarningHandler,
+} from "./transform.js";
 
 export interface Lz4LegacyOptions extends Omit<Lz4Options, "onWarning"> {
   /** Appended to the file name. Default ".lz4". */
@@ -18,7 +23,9 @@ export interface Lz4LegacyOptions extends Omit<Lz4Options, "onWarning"> {
  * initramfs decompressor reads. An image from cpio() has its base and
  * suffix compressed as two streams and concatenated, so a cached base
  * stream can be reused with a new suffix; the kernel restarts its decoder
- * at each legacy magic. Stream contents stay a stream.
+ * at each legacy magic. A streamed image is read part by part and never
+ * held uncompressed, and its compressed bytes become a Buffer; other
+ * stream contents stay a stream.
  */
 export function lz4Legacy(options: Lz4LegacyOptions = {}) {
   const { extension = ".lz4", onWarning, ...codec } = options;
@@ -34,14 +41,11 @@ export function lz4Legacy(options: Lz4LegacyOptions = {}) {
         };
         const image = metaOf(file).image;
         if (file.isStream()) {
-          if (image) {
-            throw new Error(
-              "lz4Legacy() needs buffer contents for a split image; use " +
-                "cpio({ buffer: true }) or compress the whole stream",
-            );
-          }
           const source = file.contents as unknown as AsyncIterable<Buffer>;
-          file.contents = compressLegacyReadable(source, lz4);
+          (file as Vinyl).contents =
+            image && image.compression === "none"
+              ? await compressStreamParts(source, image, lz4)
+              : compressLegacyReadable(source, lz4);
         } else if (image && image.compression === "none") {
           file.contents = await compressParts(file, lz4);
         } else {
@@ -67,6 +71,70 @@ async function compressParts(file: Vinyl, options: Lz4Options) {
     const compressed = await compressLegacy(bytes, options);
     part.length = compressed.length;
     out.push(compressed);
+  }
+  image.compression = "lz4-legacy";
+  return Buffer.concat(out);
+}
+
+/** Yields exactly `length` bytes from `iterator`, keeping any excess. */
+class ByteSplitter {
+  #carry: Buffer | null = null;
+  constructor(private readonly iterator: AsyncIterator<Buffer>) {}
+
+  async *take(length: number): AsyncGenerator<Buffer> {
+    let left = length;
+    while (left > 0) {
+      let chunk = this.#carry;
+      this.#carry = null;
+      if (chunk === null) {
+        const next = await this.iterator.next();
+        if (next.done) {
+          throw new InitramfsError(
+            "LZ4_IMAGE_TRUNCATED",
+            `the image stream ended ${left} bytes before its part ends`,
+          );
+        }
+        chunk = Buffer.from(next.value);
+      }
+      if (chunk.length > left) {
+        this.#carry = chunk.subarray(left);
+        chunk = chunk.subarray(0, left);
+      }
+      left -= chunk.length;
+      yield chunk;
+    }
+  }
+
+  async hasMore(): Promise<boolean> {
+    if (this.#carry !== null && this.#carry.length > 0) return true;
+    const next = await this.iterator.next();
+    return !next.done && next.value.length > 0;
+  }
+}
+
+/** Compresses a streamed image part by part into one Buffer. */
+async function compressStreamParts(
+  source: AsyncIterable<Buffer>,
+  image: ImageFacts,
+  options: Lz4Options,
+): Promise<Buffer> {
+  const splitter = new ByteSplitter(source[Symbol.asyncIterator]());
+  const out: Buffer[] = [];
+  for (const part of image.parts) {
+    let length = 0;
+    const stream = compressLegacyStream(splitter.take(part.archiveLength), options);
+    for await (const chunk of stream) {
+      // The compressor reuses its buffers once the next chunk is read.
+      out.push(Buffer.from(chunk));
+      length += chunk.length;
+    }
+    part.length = length;
+  }
+  if (await splitter.hasMore()) {
+    throw new InitramfsError(
+      "LZ4_IMAGE_TRUNCATED",
+      "the image stream is longer than its parts; its image facts are stale",
+    );
   }
   image.compression = "lz4-legacy";
   return Buffer.concat(out);
