@@ -2,7 +2,7 @@ import koffi from "koffi";
 
 /**
  * The raw LZ4 block functions of the system liblz4, called through koffi.
- * Compression runs on libuv's thread pool through koffi's async calls, so
+ * Compression runs on worker threads through koffi's async calls, so
  * several blocks compress in parallel while the event loop stays free.
  */
 export interface LibLz4 {
@@ -25,25 +25,30 @@ interface AsyncFunction {
   async(...args: unknown[]): void;
 }
 
-let cached: LibLz4 | Error | undefined;
+const cache = new Map<string, LibLz4 | Error>();
 
 /**
- * Loads the system liblz4 once and returns its binding. Throws an error
- * with code `LZ4_LIBLZ4_UNAVAILABLE` when the library cannot be loaded.
+ * Loads liblz4 once per path and returns its binding. `path` is a soname
+ * or file path for dlopen. Throws an error with code
+ * `LZ4_LIBLZ4_UNAVAILABLE` when the library cannot be loaded.
  */
-export function loadLibLz4(): LibLz4 {
-  cached ??= tryBind();
-  if (cached instanceof Error) throw cached;
-  return cached;
+export function loadLibLz4(path = LIBLZ4_SONAME): LibLz4 {
+  let entry = cache.get(path);
+  if (entry === undefined) {
+    entry = tryBind(path);
+    cache.set(path, entry);
+  }
+  if (entry instanceof Error) throw entry;
+  return entry;
 }
 
-function tryBind(): LibLz4 | Error {
+function tryBind(path: string): LibLz4 | Error {
   try {
-    return bind(koffi.load(LIBLZ4_SONAME));
+    return bind(koffi.load(path));
   } catch (cause) {
     const reason = cause instanceof Error ? cause.message : String(cause);
     const err = new Error(
-      `cannot load ${LIBLZ4_SONAME} (${reason}); ` +
+      `cannot load ${path} (${reason}); ` +
         `install it with: apt-get install -y liblz4-1, or pass codec "npm"`,
     ) as Error & { code: string };
     err.code = "LZ4_LIBLZ4_UNAVAILABLE";
@@ -80,7 +85,7 @@ function bind(lib: koffi.IKoffiLib): LibLz4 {
 }
 
 // The caller keeps `src` and `dst` referenced until the promise settles,
-// so the thread-pool thread never writes into memory the GC has freed.
+// so the worker thread never writes into memory the GC has freed.
 function callAsync(fn: AsyncFunction, args: unknown[]): Promise<number> {
   return new Promise((resolve, reject) => {
     const done: AsyncCallback = (err, result) => {

@@ -1,6 +1,7 @@
 import { availableParallelism } from "node:os";
 import { Readable } from "node:stream";
 import { loadLibLz4, type LibLz4 } from "./liblz4.js";
+import { NpmWorkerPool, npmCompressBlock, type NpmLz4 } from "./lz4-worker.js";
 
 /**
  * LZ4 legacy format, the one the kernel's initramfs decompressor reads
@@ -49,9 +50,12 @@ export interface Lz4Options {
   codec?: "auto" | Lz4CodecName;
   /**
    * Blocks compressed at the same time. Default: os.availableParallelism().
-   * The "npm" codec compresses on the main thread, one block at a time.
+   * The "npm" codec uses that many worker threads once a stream reaches a
+   * full 8 MiB chunk, and the calling thread for shorter input.
    */
   concurrency?: number;
+  /** Soname or path of liblz4 for dlopen. Default "liblz4.so.1". */
+  liblz4Path?: string;
   /** Receives recoverable problems, such as the fallback to "npm". */
   onWarning?: (warning: Lz4Warning) => void;
 }
@@ -71,12 +75,6 @@ export class Lz4Error extends Error {
     super(message);
     this.name = "Lz4Error";
   }
-}
-
-/** The `lz4` npm package's block API (lib/lz4.js, version 0.6.5). */
-interface NpmLz4 {
-  encodeBlock(src: Buffer, dst: Buffer): number;
-  encodeBlockHC(src: Buffer, dst: Buffer): number;
 }
 
 /** Level that the `lz4` package's encodeBlockHC always uses. */
@@ -235,9 +233,11 @@ function createCompressor(options: Lz4Options): BlockCompressor {
   }
   const codec = options.codec ?? "auto";
   if (codec === "liblz4") {
-    return liblz4Compressor(loadLibLz4(), level, concurrency);
+    return liblz4Compressor(loadLibLz4(options.liblz4Path), level, concurrency);
   }
-  if (codec === "npm") return npmCompressor(loadNpmLz4(), level);
+  if (codec === "npm") {
+    return npmCompressor(loadNpmLz4(), level, concurrency);
+  }
   if (codec !== "auto") {
     throw new Lz4Error(
       "LZ4_INVALID_OPTION",
@@ -246,14 +246,14 @@ function createCompressor(options: Lz4Options): BlockCompressor {
   }
   let lib: LibLz4;
   try {
-    lib = loadLibLz4();
+    lib = loadLibLz4(options.liblz4Path);
   } catch (err) {
     const reason = err instanceof Error ? err.message : String(err);
     options.onWarning?.({
       code: "LZ4_FALLBACK_NPM",
       message: `using the lz4 npm package: ${reason}`,
     });
-    return npmCompressor(loadNpmLz4(), level);
+    return npmCompressor(loadNpmLz4(), level, concurrency);
   }
   return liblz4Compressor(lib, level, concurrency);
 }
@@ -274,7 +274,11 @@ function liblz4Compressor(
   return { name: "liblz4", concurrency, compressFrame };
 }
 
-function npmCompressor(npm: NpmLz4, level: number): BlockCompressor {
+function npmCompressor(
+  npm: NpmLz4,
+  level: number,
+  concurrency: number,
+): BlockCompressor {
   // NOTE: lz4 0.6.5's native compressHC reads its level from a fourth
   // argument yet accepts at most three (lib/binding/lz4_binding.cc), so
   // every call runs at level 9 and other HC levels cannot be reproduced.
@@ -287,13 +291,17 @@ function npmCompressor(npm: NpmLz4, level: number): BlockCompressor {
     );
   }
   const compressFrame = async (chunk: Uint8Array, frame: Buffer) => {
-    const src = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length);
+    // Only the last chunk is short, so a short chunk means one block is
+    // left and starting worker threads would cost more than it saves.
+    if (concurrency > 1 && chunk.length === LZ4_LEGACY_CHUNK_SIZE) {
+      const block = await npmPool(concurrency).compress(chunk, level);
+      frame.set(block, 4);
+      return finishFrame(frame, block.length, "npm");
+    }
     const dst = frame.subarray(4, 4 + lz4CompressBound(chunk.length));
-    const n =
-      level <= 1 ? npm.encodeBlock(src, dst) : npm.encodeBlockHC(src, dst);
-    return finishFrame(frame, n, "npm");
+    return finishFrame(frame, npmCompressBlock(npm, chunk, level, dst), "npm");
   };
-  return { name: "npm", concurrency: 1, compressFrame };
+  return { name: "npm", concurrency, compressFrame };
 }
 
 /** Writes the block size before the block; returns the frame length. */
@@ -309,6 +317,15 @@ function finishFrame(frame: Buffer, n: number, codec: string): number {
 }
 
 let npmCached: NpmLz4 | undefined;
+let poolCached: NpmWorkerPool | undefined;
+
+/** Returns a worker pool of at least `size` threads, made once. */
+function npmPool(size: number): NpmWorkerPool {
+  if (poolCached && poolCached.size >= size) return poolCached;
+  void poolCached?.close();
+  poolCached = new NpmWorkerPool(size);
+  return poolCached;
+}
 
 function loadNpmLz4(): NpmLz4 {
   if (npmCached) return npmCached;

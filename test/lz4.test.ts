@@ -179,10 +179,43 @@ describe("lz4 codecs", () => {
     test(`npm and liblz4 agree at level ${level}`, async () => {
       const input = corpus.subarray(0, LZ4_LEGACY_CHUNK_SIZE + 77_777);
       const lib = await compressLegacy(input, { level, codec: "liblz4" });
-      const npm = await compressLegacy(input, { level, codec: "npm" });
-      assert.ok(lib.equals(npm), `level ${level} output differs`);
+      // Concurrency 1 compresses on this thread, 2 on worker threads.
+      for (const concurrency of [1, 2]) {
+        const options = { level, codec: "npm" as const, concurrency };
+        const npm = await compressLegacy(input, options);
+        assert.ok(lib.equals(npm), `concurrency ${concurrency} differs`);
+      }
     });
   }
+
+  test("auto falls back to npm with a warning", async () => {
+    const warnings: string[] = [];
+    const input = corpus.subarray(0, MiB);
+    const fallback = await compressLegacy(input, {
+      liblz4Path: "/nonexistent/liblz4.so.1",
+      onWarning: (warning) => warnings.push(warning.code),
+    });
+    assert.deepEqual(warnings, ["LZ4_FALLBACK_NPM"]);
+    const lib = await compressLegacy(input, { codec: "liblz4" });
+    assert.ok(fallback.equals(lib));
+  });
+
+  test("missing liblz4 with codec liblz4", async () => {
+    await assert.rejects(
+      () =>
+        compressLegacy(corpus, {
+          codec: "liblz4",
+          liblz4Path: "/nonexistent/liblz4.so.1",
+        }),
+      (err: unknown) => {
+        assert.ok(err instanceof Error);
+        const code = (err as Error & { code?: string }).code;
+        assert.equal(code, "LZ4_LIBLZ4_UNAVAILABLE");
+        assert.match(err.message, /apt-get install -y liblz4-1/);
+        return true;
+      },
+    );
+  });
 
   test("npm codec rejects HC levels other than 9", async () => {
     for (const level of [2, 5, 12]) {
