@@ -113,6 +113,42 @@ describe("boot tests", () => {
     assert.match(boot.console, /BOOT-INIT-DONE/);
   });
 
+  test("library found only through $ORIGIN loads", async () => {
+    const originDir = join(tmp.dir, "origin");
+    mkdirSync(join(originDir, "lib"), { recursive: true });
+    compileC(
+      'int origin_value(void) { return 42; }\n',
+      join(originDir, "lib", "liborigin.so"),
+      ["-shared", "-fPIC", "-Wl,-soname,liborigin.so"],
+    );
+    const program = join(originDir, "uses-origin");
+    compileC(
+      '#include <stdio.h>\nint origin_value(void);\n' +
+        'int main(int c, char **v) { (void)c; ' +
+        'printf("EXTRA-OK %s origin=%d\\n", v[1], origin_value()); return 7; }\n',
+      program,
+      ["-Wl,-rpath,$ORIGIN/lib"],
+      [`-L${join(originDir, "lib")}`, "-lorigin"],
+    );
+    const image = join(tmp.dir, "origin.cpio.lz4");
+    gulpInitramfs([
+      "--init", init,
+      "--extra", `scheduler=${program}`,
+      "--include", data,
+      "--out", image,
+    ]);
+    const names = listImage(image);
+    assert.ok(
+      names.some((name) => name.endsWith("/liborigin.so")),
+      `liborigin.so missing from ${names.join(" ")}`,
+    );
+
+    const boot = await bootImage(image);
+    assert.equal(boot.timedOut, false, boot.console);
+    assert.match(boot.console, /EXTRA-OK from-init origin=42/);
+    assert.match(boot.console, /EXTRA-STATUS=7/);
+  });
+
   test("default image boots node", async () => {
     const image = join(tmp.dir, "default.cpio.lz4");
     const output = gulpInitramfs(["--out", image]);
