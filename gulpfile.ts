@@ -1,5 +1,5 @@
 // gulp-cli compiles this file with esbuild-register, which cannot map the
-// ".js" import specifiers of our TypeScript sources to their ".ts" files;
+// ".js" import specifiers of our TypeScript sources to their ".ts" files.
 // tsx's require hook can, so it is registered before anything else loads.
 import "tsx/cjs";
 import { readFileSync } from "node:fs";
