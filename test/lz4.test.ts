@@ -4,6 +4,7 @@ import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { before, describe, test } from "node:test";
 
+import { CpioWriter } from "../src/cpio.js";
 import { loadLibLz4 } from "../src/liblz4.js";
 import {
   LZ4_LEGACY_CHUNK_SIZE,
@@ -285,6 +286,27 @@ describe("lz4 streaming", () => {
     });
     for await (const part of readable) parts.push(part as Buffer);
     assert.ok(lz4Cli(["-d", "-c"], Buffer.concat(parts)).equals(corpus));
+  });
+
+  test("cpio writer output streams through", async () => {
+    const writer = new CpioWriter({ mtime: 1 });
+    writer.addDirectory("bin");
+    writer.addFile("bin/big", {
+      size: corpusLength,
+      data: () => pieces(corpus, 3 * MiB + 1),
+    });
+    writer.addSymlink("big", "bin/big");
+    writer.finish();
+    const parts: Buffer[] = [];
+    for await (const part of compressLegacyStream(writer)) parts.push(part);
+    const archive = lz4Cli(["-d", "-c"], Buffer.concat(parts));
+    assert.equal(archive.length, writer.length);
+    const listing = run("cpio", ["-t", "--quiet"], { input: archive });
+    assert.deepEqual(listing.toString().split("\n").slice(0, 3), [
+      "bin",
+      "bin/big",
+      "big",
+    ]);
   });
 
   test("a failing source rejects the stream", async () => {
