@@ -7,7 +7,7 @@ import { NpmWorkerPool, npmCompressBlock, type NpmLz4 } from "./lz4-worker.js";
  * LZ4 legacy format, the one the kernel's initramfs decompressor reads
  * (lib/decompress_unlz4.c): the magic, then for each chunk of input a
  * 4-byte little-endian compressed size and one independent raw LZ4 block.
- * Every chunk but the last holds exactly 8 MiB of input, as `lz4 -l`
+ * Every chunk but the last contains exactly 8 MiB of input, as `lz4 -l`
  * writes them. The kernel decodes each block into an 8 MiB buffer, so no
  * block may decode to more. It skips the magic when it meets it again, so
  * concatenated streams decode as one.
@@ -140,7 +140,7 @@ export async function* compressLegacyStream(
 
 /**
  * Yields the framed blocks in order. Each yielded frame is a view into a
- * scratch buffer that is reused once the consumer asks for the next one,
+ * scratch buffer that is reused once the consumer requests the next one,
  * so the consumer must copy it first. Reusing warm scratch buffers
  * avoids a page fault per output page on every block.
  */
@@ -319,7 +319,7 @@ function finishFrame(frame: Buffer, n: number, codec: string): number {
 let npmCached: NpmLz4 | undefined;
 let poolCached: NpmWorkerPool | undefined;
 
-/** Returns a worker pool of at least `size` threads, made once. */
+/** Returns the shared worker pool, replaced only by a larger one. */
 function npmPool(size: number): NpmWorkerPool {
   if (poolCached && poolCached.size >= size) return poolCached;
   void poolCached?.close();
@@ -344,8 +344,9 @@ function loadNpmLz4(): NpmLz4 {
 
 /**
  * Decodes an LZ4 legacy stream, or several concatenated ones, into the
- * original bytes. Each block must decode to at most 8 MiB and follow the
- * LZ4 end-of-block rules, as the kernel's decoder requires.
+ * original bytes. Each block must decode to at most 8 MiB, the size of
+ * the kernel's buffer, and follow the end-of-block rules of the LZ4 block
+ * format.
  */
 export function decompressLegacy(
   input: Uint8Array,
