@@ -1,11 +1,22 @@
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { CPIO_NEWC_MAGIC, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from "./cpio.js";
+import {
+  CPIO_CRC_MAGIC,
+  CPIO_NEWC_MAGIC,
+  S_IFDIR,
+  S_IFLNK,
+  S_IFMT,
+  S_IFREG,
+} from "./cpio.js";
 import { iterateCpio, type CpioEntry } from "./cpio-reader.js";
 import type { ImageEntry } from "./file-tree.js";
 import { verifyImage, type GuestProblem } from "./guest-check.js";
-import { decompressLegacy, LZ4_LEGACY_MAGIC_BYTES } from "./lz4.js";
+import {
+  decompressLegacy,
+  LZ4_FRAME_MAGIC,
+  LZ4_LEGACY_MAGIC_BYTES,
+} from "./lz4.js";
 
 /** Raised for bytes that are neither an LZ4 legacy stream nor newc. */
 export class ImageFormatError extends Error {
@@ -26,10 +37,19 @@ export function imageArchive(image: Uint8Array): Buffer {
   if (bytes.subarray(0, 4).equals(LZ4_LEGACY_MAGIC_BYTES)) {
     return decompressLegacy(bytes);
   }
-  if (bytes.subarray(0, 6).toString("latin1") === CPIO_NEWC_MAGIC) return bytes;
+  const cpioMagic = bytes.subarray(0, 6).toString("latin1");
+  if (cpioMagic === CPIO_NEWC_MAGIC || cpioMagic === CPIO_CRC_MAGIC) {
+    return bytes;
+  }
+  if (bytes.length >= 4 && bytes.readUInt32LE(0) === LZ4_FRAME_MAGIC) {
+    throw new ImageFormatError(
+      "the image is in the LZ4 frame format (04 22 4d 18), which the " +
+        "kernel rejects; decompress it with lz4 -d, or recompress with lz4 -l",
+    );
+  }
   throw new ImageFormatError(
     "the image is neither LZ4 legacy (02 21 4c 18) nor cpio newc " +
-      "(070701); decompress other formats first",
+      "(070701 or 070702); decompress other formats first",
   );
 }
 
