@@ -14,7 +14,7 @@ export interface NpmLz4 {
 
 interface WorkerRequest {
   id: number;
-  /** 0 or 1 for encodeBlock, anything else for encodeBlockHC. */
+  /** Below 3 for encodeBlock, 3 and above for encodeBlockHC. */
   level: number;
   chunk: Uint8Array;
 }
@@ -34,7 +34,7 @@ export function npmCompressBlock(
   dst: Buffer,
 ): number {
   const src = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length);
-  return level <= 1 ? npm.encodeBlock(src, dst) : npm.encodeBlockHC(src, dst);
+  return level < 3 ? npm.encodeBlock(src, dst) : npm.encodeBlockHC(src, dst);
 }
 
 /**
@@ -124,7 +124,7 @@ parentPort.on("message", ({ id, level, chunk }) => {
     const src = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length);
     const dst = Buffer.alloc(npm.encodeBound(src.length));
     const n =
-      level <= 1 ? npm.encodeBlock(src, dst) : npm.encodeBlockHC(src, dst);
+      level < 3 ? npm.encodeBlock(src, dst) : npm.encodeBlockHC(src, dst);
     if (!(n > 0)) throw new Error("encodeBlock returned " + n);
     const block = new Uint8Array(dst.buffer, dst.byteOffset, n);
     parentPort.postMessage({ id, block }, [dst.buffer]);

@@ -36,10 +36,9 @@ export interface Lz4Warning {
 
 export interface Lz4Options {
   /**
-   * 0 or 1: LZ4_compress_default. 2 to 12: LZ4_compress_HC at that level.
-   * Default 1. With liblz4 1.9.4, levels 1 and 3 to 12 give the bytes of
-   * `lz4 -l -N`. The CLI compresses level 2 like level 1, so level 2
-   * differs from `lz4 -l -2`.
+   * 0 to 2: LZ4_compress_default. 3 to 12: LZ4_compress_HC at that level.
+   * Default 1. As in the lz4 CLI, HC starts at level 3 (LZ4HC_CLEVEL_MIN),
+   * so with liblz4 1.9.4 every level gives the bytes of `lz4 -l -N`.
    */
   level?: number;
   /**
@@ -79,6 +78,8 @@ export class Lz4Error extends Error {
 
 /** Level that the `lz4` package's encodeBlockHC always uses. */
 const NPM_HC_LEVEL = 9;
+/** Lowest HC level; lower levels use the fast compressor, as lz4 -N does. */
+export const LZ4HC_CLEVEL_MIN = 3;
 const MAX_LEVEL = 12;
 
 interface BlockCompressor {
@@ -266,7 +267,7 @@ function liblz4Compressor(
   const compressFrame = async (chunk: Uint8Array, frame: Buffer) => {
     const dst = frame.subarray(4, 4 + lib.compressBound(chunk.length));
     const n =
-      level <= 1
+      level < LZ4HC_CLEVEL_MIN
         ? await lib.compressDefault(chunk, dst)
         : await lib.compressHC(chunk, dst, level);
     return finishFrame(frame, n, "liblz4");
@@ -282,11 +283,11 @@ function npmCompressor(
   // NOTE: lz4 0.6.5's native compressHC reads its level from a fourth
   // argument yet accepts at most three (lib/binding/lz4_binding.cc), so
   // every call runs at level 9 and other HC levels cannot be reproduced.
-  if (level > 1 && level !== NPM_HC_LEVEL) {
+  if (level >= LZ4HC_CLEVEL_MIN && level !== NPM_HC_LEVEL) {
     throw new Lz4Error(
       "LZ4_LEVEL_UNSUPPORTED",
       `LZ4 level ${level} needs liblz4.so.1: the lz4 npm package ` +
-        `compresses HC at level 9 only; use level 0, 1 or 9, or install ` +
+        `compresses HC at level 9 only; use levels 0 to 2 or 9, or install ` +
         `liblz4-1`,
     );
   }
