@@ -30,6 +30,11 @@ export interface CpioOptions {
    * so file bytes are read while the archive is consumed.
    */
   buffer?: boolean;
+  /**
+   * Key to set as `image.key`, such as an input key computed before the
+   * build. Default: a content key of the base archive's bytes.
+   */
+  key?: string;
   onWarning?: WarningHandler;
 }
 
@@ -148,11 +153,11 @@ export function cpio(options: CpioOptions = {}) {
         });
         metaOf(out).image = image;
         if (options.buffer === false) {
-          out.contents = streamImage(base, suffix, image);
+          out.contents = streamImage(base, suffix, image, options.key);
         } else {
           const hash = newContentHash();
           const baseBytes = await base.toBuffer();
-          image.key = contentKey(hash.update(baseBytes));
+          image.key = options.key ?? contentKey(hash.update(baseBytes));
           out.contents = Buffer.concat([baseBytes, await suffix.toBuffer()]);
         }
         push(out);
@@ -163,7 +168,12 @@ export function cpio(options: CpioOptions = {}) {
 }
 
 /** Streams base then suffix, setting the key once the base is hashed. */
-function streamImage(base: CpioWriter, suffix: CpioWriter, image: ImageFacts) {
+function streamImage(
+  base: CpioWriter,
+  suffix: CpioWriter,
+  image: ImageFacts,
+  key?: string,
+) {
   const out = new PassThrough();
   (async () => {
     const hash = newContentHash();
@@ -171,7 +181,7 @@ function streamImage(base: CpioWriter, suffix: CpioWriter, image: ImageFacts) {
       hash.update(chunk);
       if (!out.write(chunk)) await new Promise((r) => out.once("drain", r));
     }
-    image.key = contentKey(hash);
+    image.key = key ?? contentKey(hash);
     for await (const chunk of suffix) {
       if (!out.write(chunk)) await new Promise((r) => out.once("drain", r));
     }

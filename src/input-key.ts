@@ -1,0 +1,192 @@
+/**
+ * The input key of an image: a 64-bit hash of everything that changes
+ * the base archive's bytes, computed before anything is stripped, packed
+ * or compressed. File contents enter as SHA-256 digests that a stat cache
+ * keeps between runs, so a run whose inputs did not change reads no file.
+ */
+import { createHash } from "node:crypto";
+import {
+  closeSync,
+  openSync,
+  readSync,
+  statSync,
+  type BigIntStats,
+} from "node:fs";
+import { contentKey, newContentHash } from "./key.js";
+
+/** A content digest together with the file identity it was taken of. */
+export interface DigestEntry {
+  /** st_size, st_mtime and st_ctime (ns) as decimal strings. */
+  size: string;
+  mtimeNs: string;
+  ctimeNs: string;
+  /** SHA-256 of the contents, 64 lower-case hex digits. */
+  sha256: string;
+}
+
+/** Digest entries keyed by `DEV:INO` of the file. */
+export type DigestEntries = Record<string, DigestEntry>;
+
+/** One input file of the base archive as the key sees it. */
+export interface KeyFile {
+  archivePath: string;
+  role: string;
+  /** Permission bits (st_mode & 07777). */
+  mode: number;
+  /** SHA-256 of the contents, or of the target for a symlink. */
+  digest: string;
+  symlink?: boolean;
+}
+
+/** One library or interpreter of the resolved closure. */
+export interface KeyLibrary {
+  /** Archive path: the canonical path without the leading `/`. */
+  guestPath: string;
+  hostPath: string;
+  digest: string;
+  /** Other archive paths, packed as symlinks. */
+  aliases: string[];
+}
+
+export interface KeyInputs {
+  files: KeyFile[];
+  libraries: KeyLibrary[];
+  /** DT_NEEDED names that were not found. */
+  missing: string[];
+  /** Build options that change the base's bytes, by name. */
+  options: Record<string, string | number | boolean>;
+}
+
+/** Bytes read per call while hashing a file. */
+const HASH_CHUNK = 8 << 20;
+
+/**
+ * A file whose ctime is this close to the moment it was hashed may be
+ * written again within the same timestamp tick, which would leave its
+ * size and times unchanged, so its digest is not kept. Linux stamps files
+ * with a coarse clock of one timer tick (1 to 10 ms for HZ 1000 to 100).
+ */
+const RACY_MARGIN_NS = 100_000_000n;
+
+/**
+ * Content digests of files, reused while a file's device, inode, size,
+ * mtime and ctime stay the same. A write changes the ctime even when
+ * the mtime is restored afterwards, and replacing a file changes its
+ * inode, so neither goes unnoticed.
+ */
+export class DigestCache {
+  readonly #previous: DigestEntries;
+  readonly #used: DigestEntries = {};
+  #hashed = 0;
+
+  /** Starts from the entries a previous run saved, if any. */
+  constructor(previous: DigestEntries = {}) {
+    this.#previous = previous;
+  }
+
+  /** Number of files this cache read and hashed. */
+  get hashedFiles(): number {
+    return this.#hashed;
+  }
+
+  /** Entries of the files digested through this cache, to save. */
+  entries(): DigestEntries {
+    return { ...this.#used };
+  }
+
+  /** Returns the SHA-256 (hex) of the file at `path`, symlinks followed. */
+  digest(path: string): string {
+    const before = statSync(path, { bigint: true });
+    const id = `${before.dev}:${before.ino}`;
+    const cached = this.#previous[id] ?? this.#used[id];
+    if (cached !== undefined && sameIdentity(cached, before)) {
+      this.#used[id] = cached;
+      return cached.sha256;
+    }
+    const startedNs = BigInt(Date.now()) * 1_000_000n;
+    const sha256 = hashFile(path);
+    this.#hashed += 1;
+    const after = statSync(path, { bigint: true });
+    const entry = identityOf(after, sha256);
+    const changed = !sameIdentity(entry, before);
+    const racy = after.ctimeNs + RACY_MARGIN_NS > startedNs;
+    if (!changed && !racy) this.#used[id] = entry;
+    return sha256;
+  }
+}
+
+function identityOf(stat: BigIntStats, sha256: string): DigestEntry {
+  return {
+    size: String(stat.size),
+    mtimeNs: String(stat.mtimeNs),
+    ctimeNs: String(stat.ctimeNs),
+    sha256,
+  };
+}
+
+function sameIdentity(entry: DigestEntry, stat: BigIntStats): boolean {
+  return (
+    entry.size === String(stat.size) &&
+    entry.mtimeNs === String(stat.mtimeNs) &&
+    entry.ctimeNs === String(stat.ctimeNs)
+  );
+}
+
+/** Returns the SHA-256 (hex) of a file, read in 8 MiB pieces. */
+export function hashFile(path: string): string {
+  const hash = createHash("sha256");
+  const buffer = Buffer.allocUnsafe(HASH_CHUNK);
+  const fd = openSync(path, "r");
+  try {
+    for (;;) {
+      const n = readSync(fd, buffer, 0, buffer.length, null);
+      if (n === 0) break;
+      hash.update(buffer.subarray(0, n));
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return hash.digest("hex");
+}
+
+/** Returns the SHA-256 (hex) of bytes in memory. */
+export function hashBytes(bytes: Uint8Array | string): string {
+  return createHash("sha256").update(bytes).digest("hex");
+}
+
+function byPath<T>(key: (item: T) => string) {
+  return (a: T, b: T): number => {
+    const [x, y] = [key(a), key(b)];
+    return x < y ? -1 : x > y ? 1 : 0;
+  };
+}
+
+/**
+ * Returns the 16-hex-digit input key of `inputs`. Files and libraries
+ * enter sorted by archive path and options by name, so the order in
+ * which they were listed does not matter. Host paths of the input files
+ * never enter, so the same files elsewhere give the same key.
+ */
+export function inputKey(inputs: KeyInputs): string {
+  const hash = newContentHash();
+  const record = (fields: unknown[]): void => {
+    hash.update(JSON.stringify(fields) + "\n");
+  };
+  for (const name of Object.keys(inputs.options).sort()) {
+    record(["option", name, inputs.options[name]]);
+  }
+  const files = [...inputs.files].sort(byPath((f) => f.archivePath));
+  for (const file of files) {
+    const kind = file.symlink ? "symlink" : "file";
+    record([kind, file.archivePath, file.role, file.mode, file.digest]);
+  }
+  const libraries = [...inputs.libraries].sort(byPath((l) => l.guestPath));
+  for (const lib of libraries) {
+    const aliases = [...lib.aliases].sort();
+    record(["library", lib.guestPath, lib.hostPath, lib.digest, aliases]);
+  }
+  for (const name of [...new Set(inputs.missing)].sort()) {
+    record(["missing", name]);
+  }
+  return contentKey(hash);
+}
