@@ -1,0 +1,210 @@
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { readCpio } from "../src/cpio-reader.js";
+import { compileC, requireTool, run, tempDir } from "./helpers/tools.js";
+
+const REPO = resolve(__dirname, "..");
+const GULP = join(REPO, "node_modules", ".bin", "gulp");
+const GULPFILE = join(REPO, "gulpfile.ts");
+/**
+ * tsx's require hook, preloaded by absolute path. gulp-cli 3.1 resolves
+ * gulp from the gulpfile's directory but looks for its TypeScript loaders
+ * from --cwd (liftoff 5.0.1, lib/register_loader.js), where there are none.
+ */
+const TSX_CJS = require.resolve("tsx/cjs");
+
+const program = (marker: string) => `
+#include <stdio.h>
+int main(void) { puts("${marker}"); return 0; }
+`;
+
+const tmp = tempDir("gulp-cli");
+const bin = {
+  init: join(tmp.dir, "init"),
+  scheduler: join(tmp.dir, "scheduler"),
+  other: join(tmp.dir, "other"),
+};
+
+/** Runs gulp with `args`, from the repository unless `cwd` is given. */
+function gulp(args: string[], cwd = REPO) {
+  return spawnSync(GULP, args, {
+    cwd,
+    encoding: "utf8",
+    env: { ...process.env, NODE_OPTIONS: "" },
+  });
+}
+
+/** Returns the entries of an LZ4 image, decoded by the lz4 tool. */
+function imageEntries(path: string) {
+  return readCpio(run("lz4", ["-d", "-c", path]));
+}
+
+/** Returns the entry of `name` in an LZ4 image, or undefined. */
+function imageEntry(path: string, name: string) {
+  return imageEntries(path).find((entry) => entry.name === name);
+}
+
+before(() => {
+  requireTool("lz4");
+  compileC(program("INIT_MARKER"), bin.init, ["-g"]);
+  compileC(program("SCHEDULER_MARKER"), bin.scheduler, ["-g"]);
+  compileC(program("OTHER_MARKER"), bin.other, ["-g"]);
+});
+
+after(() => tmp.cleanup());
+
+describe("gulp initramfs from the repository", () => {
+  const out = join(tmp.dir, "fresh", "x.lz4");
+  let result: ReturnType<typeof gulp>;
+
+  before(() => {
+    result = gulp(["initramfs", "--init", bin.init, "--out", out]);
+  });
+
+  test("exits 0", () => {
+    assert.equal(result.status, 0, result.stderr);
+  });
+
+  test("prints the summary lines", () => {
+    assert.match(result.stdout, /^entries: \d+$/m);
+    assert.match(
+      result.stdout,
+      /^binaries: [\d.]+ \S+ before stripping, [\d.]+ \S+ after$/m,
+    );
+    assert.match(result.stdout, /^archive: .* cpio, .* LZ4 legacy/m);
+    assert.match(result.stdout, new RegExp(`^image: ${out}$`, "m"));
+  });
+
+  test("writes a bootable layout", () => {
+    const names = imageEntries(out).map((entry) => entry.name);
+    assert.ok(names.includes("init"));
+    assert.ok(names.includes(".ktstr_init_ok"));
+    assert.ok(names.includes("args"));
+    assert.ok(names.some((name) => name.endsWith("libc.so.6")));
+  });
+
+  test("strips the payload", () => {
+    const init = imageEntry(out, "init");
+    assert.ok(init);
+    assert.ok(init.data.includes("INIT_MARKER"));
+    assert.ok(!init.data.includes(".debug_info"));
+  });
+
+  test("entry count matches the image", () => {
+    const count = Number(/^entries: (\d+)$/m.exec(result.stdout)?.[1]);
+    assert.equal(count, imageEntries(out).length);
+  });
+});
+
+describe("gulp initramfs with a config file", () => {
+  const project = join(tmp.dir, "project");
+  const fileOut = join(project, "from-file.lz4");
+  const flagOut = join(tmp.dir, "from-flag.lz4");
+  let result: ReturnType<typeof gulp>;
+
+  before(() => {
+    mkdirSync(project);
+    const config = {
+      init: "../init",
+      extra: { scheduler: "../scheduler", kept: "../scheduler" },
+      args: ["from-file"],
+      out: "from-file.lz4",
+    };
+    writeFileSync(
+      join(project, "initramfs.config.json"),
+      JSON.stringify(config),
+    );
+    result = gulp(
+      [
+        "--gulpfile", GULPFILE,
+        "--cwd", project,
+        "--preload", TSX_CJS,
+        "initramfs",
+        "--extra", `scheduler=${bin.other}`,
+        "--args", "from-flag",
+        "--out", flagOut,
+      ],
+      tmp.dir,
+    );
+  });
+
+  test("exits 0", () => {
+    assert.equal(result.status, 0, result.stderr);
+  });
+
+  test("--out wins over the file", () => {
+    assert.ok(existsSync(flagOut), "no image at the --out path");
+    assert.ok(!existsSync(fileOut), "an image at the file's out path");
+  });
+
+  test("--args replaces the file's args", () => {
+    const args = imageEntry(flagOut, "args");
+    assert.equal(args?.data.toString(), "from-flag");
+  });
+
+  test("--extra replaces an extra by name", () => {
+    const scheduler = imageEntry(flagOut, "scheduler");
+    assert.ok(scheduler?.data.includes("OTHER_MARKER"));
+    assert.ok(!scheduler?.data.includes("SCHEDULER_MARKER"));
+  });
+
+  test("extras of the file merge", () => {
+    const kept = imageEntry(flagOut, "kept");
+    assert.ok(kept?.data.includes("SCHEDULER_MARKER"));
+  });
+
+  test("paths resolve from --cwd", () => {
+    const init = imageEntry(flagOut, "init");
+    assert.ok(init?.data.includes("INIT_MARKER"));
+  });
+});
+
+describe("gulp initramfs bad flags", () => {
+  test("--extra without = fails", () => {
+    const dir = join(tmp.dir, "bad-extra");
+    const out = join(dir, "bad.lz4");
+    const result = gulp([
+      "initramfs", "--init", bin.init, "--extra", "noequals", "--out", out,
+    ]);
+    assert.notEqual(result.status, 0);
+    const output = result.stdout + result.stderr;
+    assert.match(output, /--extra expects NAME=PATH, got "noequals"/);
+    assert.ok(!existsSync(out), `${out} was written`);
+    const left = existsSync(dir) ? readdirSync(dir) : [];
+    assert.deepEqual(left, []);
+  });
+
+  test("missing --init file fails", () => {
+    const dir = join(tmp.dir, "bad-init");
+    const missing = join(tmp.dir, "absent-binary");
+    const out = join(dir, "bad.lz4");
+    const result = gulp(["initramfs", "--init", missing, "--out", out]);
+    assert.notEqual(result.status, 0);
+    assert.match(result.stdout + result.stderr, new RegExp(missing));
+    assert.ok(!existsSync(out), `${out} was written`);
+    const left = existsSync(dir) ? readdirSync(dir) : [];
+    assert.deepEqual(left, []);
+  });
+
+  test("--init without a value fails", () => {
+    const out = join(tmp.dir, "no-value.lz4");
+    const result = gulp(["initramfs", "--out", out, "--init"]);
+    assert.notEqual(result.status, 0);
+    assert.match(result.stdout + result.stderr, /--init needs a value/);
+    assert.ok(!existsSync(out), `${out} was written`);
+  });
+});
+
+describe("gulp --tasks", () => {
+  test("lists the three tasks", () => {
+    const result = gulp(["--tasks"]);
+    assert.equal(result.status, 0, result.stderr);
+    for (const task of ["initramfs", "initramfs:ls", "initramfs:verify"]) {
+      const line = new RegExp(`[─└├]+ ${task} `, "m");
+      assert.match(result.stdout, line, `${task} is not listed`);
+    }
+  });
+});
