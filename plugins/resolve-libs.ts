@@ -101,7 +101,9 @@ export function resolveLibs(options: ResolveLibsOptions = {}) {
             const message =
               `${hostPath}: shared libraries not found: ${names}; add their ` +
               "directory to LD_LIBRARY_PATH or the binary's RUNPATH";
-            if (meta.role === "include") {
+            // A file without a role is packed as an include, so it must
+            // resolve completely too.
+            if ((meta.role ?? "include") === "include") {
               throw new InitramfsError("LIB_MISSING", message, hostPath);
             }
             warn({ code: "LIB_NOT_FOUND", message, fileName: hostPath });

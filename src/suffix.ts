@@ -25,7 +25,10 @@ export function writeSuffix(
   mtime?: number,
 ): CpioWriter {
   const writer = new CpioWriter({ mtime, firstIno: SUFFIX_FIRST_INO });
-  for (const file of planSuffix({ ...EMPTY_SUFFIX, ...params })) {
+  // A key given as undefined keeps its empty default.
+  const defined = Object.entries(params).filter(([, value]) => value !== undefined);
+  const merged = { ...EMPTY_SUFFIX, ...Object.fromEntries(defined) };
+  for (const file of planSuffix(merged)) {
     if ((file.mode & 0o170000) === S_IFDIR) {
       writer.addDirectory(file.archivePath, { mode: file.mode });
     } else {

@@ -394,6 +394,25 @@ describe("cpio plugin inputs", () => {
   });
 });
 
+describe("cpio plugin suffix", () => {
+  test("undefined suffix keys keep defaults", async () => {
+    const suffix = { args: undefined, schedArgs: ["--x"], exec: undefined };
+    const image = await pack([], { suffix });
+    const names = records(await readContents(image)).map((e) => e.name);
+    assert.deepEqual(names, [".ktstr_init_ok", "args", "sched_args"]);
+  });
+
+  test("no suffix option writes empty args", async () => {
+    const image = await pack([], {});
+    const entries = records(await readContents(image));
+    assert.deepEqual(
+      entries.map((e) => e.name),
+      [".ktstr_init_ok", "args"],
+    );
+    assert.equal(entries[1].size, 0);
+  });
+});
+
 describe("cpio plugin streaming output", () => {
   test("buffer false equals buffer mode", async () => {
     const buffered = await pack(inputs());

@@ -8,6 +8,8 @@ import { cpio } from "../plugins/cpio.js";
 import { lz4Legacy } from "../plugins/lz4-legacy.js";
 import { metaOf, type InitramfsFile } from "../plugins/meta.js";
 import { archiveFile, symlinkFile } from "../plugins/sources.js";
+import { readCpio } from "../src/cpio-reader.js";
+import { appendSuffix } from "../src/suffix.js";
 import { readContents, runPlugin } from "./helpers/streams.js";
 import { compileC, requireTool, run, tempDir } from "./helpers/tools.js";
 
@@ -131,6 +133,32 @@ describe("lz4Legacy image", () => {
 
   test("path gets .lz4", () => {
     assert.equal(file.relative, "initramfs.cpio.lz4");
+  });
+
+  test("appendSuffix rebuilds the same image", async () => {
+    const [base] = file.initramfs!.image!.parts;
+    const rebuilt = await appendSuffix(
+      compressed.subarray(0, base.length),
+      base.archiveLength,
+      { args: ["--flag"] },
+    );
+    assert.ok(rebuilt.equals(compressed));
+  });
+
+  test("appendSuffix with new args decodes", async () => {
+    const [base] = file.initramfs!.image!.parts;
+    const rebuilt = await appendSuffix(
+      compressed.subarray(0, base.length),
+      base.archiveLength,
+      { args: ["--other"] },
+    );
+    const decoded = lz4Decode(rebuilt);
+    assert.equal(decoded.length % 512, 0);
+    const args = readCpio(decoded).find((entry) => entry.name === "args");
+    assert.equal(args?.data.toString(), "--other");
+    assert.ok(decoded.subarray(0, base.archiveLength).equals(
+      archive.subarray(0, base.archiveLength),
+    ));
   });
 
   test("streamed image decodes to the archive", async () => {

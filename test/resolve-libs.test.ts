@@ -266,6 +266,19 @@ describe("resolveLibs missing libraries", () => {
     );
   });
 
+  test("file without role fails like an include", async () => {
+    const file = new Vinyl({
+      cwd: "/",
+      base: tmp.dir,
+      path: path.broken,
+      contents: readFileSync(path.broken),
+    });
+    await assert.rejects(
+      resolveFiles([file]),
+      (error: Error & { code?: string }) => error.code === "LIB_MISSING",
+    );
+  });
+
   for (const role of ["payload", "extra"] as Role[]) {
     test(`${role} without library warns`, async () => {
       const seen: string[] = [];
