@@ -12,16 +12,9 @@ import {
 } from "../src/build-record.js";
 import type { BuildConfig } from "../src/config.js";
 import { readCpio } from "../src/cpio-reader.js";
-import { ElfFormatError, readElfFile } from "../src/elf.js";
-import {
-  DigestCache,
-  hashBytes,
-  inputKey,
-  type KeyInputs,
-  type KeyLibrary,
-} from "../src/input-key.js";
+import { DigestCache, hashBytes, inputKey } from "../src/input-key.js";
 import { decompressLegacy } from "../src/lz4.js";
-import { Resolver, type Closure } from "../src/resolve.js";
+import { Resolver } from "../src/resolve.js";
 import {
   cleanupStale,
   loadImage,
@@ -35,7 +28,8 @@ import { appendSuffix, writeSuffix } from "../src/suffix.js";
 import { cpio } from "./cpio.js";
 import { detectElf } from "./detect-elf.js";
 import { lz4Legacy } from "./lz4-legacy.js";
-import { hostPathOf, metaOf, archivePathOf, type ImageFacts } from "./meta.js";
+import { keyInputs } from "./key-inputs.js";
+import { metaOf, type ImageFacts } from "./meta.js";
 import { resolveLibs } from "./resolve-libs.js";
 import {
   ARCHIVE_ROOT,
@@ -153,82 +147,6 @@ function shmOptions(config: BuildConfig, warn: WarningHandler): StoreOptions {
     onWarning: ({ code, message, path }) =>
       warn({ code, message, fileName: path }),
   };
-}
-
-/** Adds the interpreter and libraries of `closure` to `libraries`. */
-function addClosure(
-  closure: Closure,
-  digests: DigestCache,
-  libraries: Map<string, KeyLibrary>,
-): void {
-  const objects: Array<Omit<KeyLibrary, "digest">> = [...closure.libraries];
-  if (closure.interpreter) objects.push(closure.interpreter);
-  for (const { guestPath, hostPath, aliases } of objects) {
-    const known = libraries.get(guestPath);
-    if (known) {
-      known.aliases = [...new Set([...known.aliases, ...aliases])];
-      continue;
-    }
-    const digest = digests.digest(hostPath);
-    libraries.set(guestPath, { guestPath, hostPath, digest, aliases });
-  }
-}
-
-/** Returns the resolved closure of a dynamic ELF input, else null. */
-function closureOf(hostPath: string, resolver: Resolver): Closure | null {
-  try {
-    // A malformed ELF is packed as data; detectElf() warns about it.
-    if (!readElfFile(hostPath)?.dynamic) return null;
-  } catch (error) {
-    if (error instanceof ElfFormatError) return null;
-    throw error;
-  }
-  return resolver.resolve(hostPath);
-}
-
-/**
- * Collects what the input key covers: each file's archive path, role,
- * permission bits and content digest, and the resolved closure of each
- * dynamic ELF file, the way resolveLibs() will pack it.
- */
-function keyInputs(build: Build): KeyInputs {
-  const inputs: KeyInputs = {
-    files: [],
-    libraries: [],
-    missing: [],
-    options: {
-      sourceDateEpoch: process.env.SOURCE_DATE_EPOCH ?? "",
-      compression: "lz4-legacy",
-    },
-  };
-  const libraries = new Map<string, KeyLibrary>();
-  for (const file of build.files) {
-    if (file.isDirectory()) continue;
-    const role = metaOf(file).role ?? "include";
-    const entry = {
-      archivePath: archivePathOf(file),
-      role,
-      mode: (file.stat?.mode ?? 0) & 0o7777,
-    };
-    if (file.isSymbolic()) {
-      const digest = hashBytes(file.symlink!);
-      inputs.files.push({ ...entry, digest, symlink: true });
-    } else if (file.isBuffer()) {
-      inputs.files.push({ ...entry, digest: hashBytes(file.contents) });
-    } else {
-      const hostPath = hostPathOf(file);
-      const digest = build.digests.digest(hostPath);
-      inputs.files.push({ ...entry, digest });
-      const closure =
-        role === "library" ? null : closureOf(hostPath, build.resolver);
-      if (closure) {
-        addClosure(closure, build.digests, libraries);
-        inputs.missing.push(...closure.missing.map((m) => m.name));
-      }
-    }
-  }
-  inputs.libraries = [...libraries.values()];
-  return inputs;
 }
 
 /** Runs every stage on the inputs and returns the whole image. */
@@ -516,7 +434,7 @@ export async function buildImage(
     warn,
     warnings,
   };
-  build.key = inputKey(keyInputs(build));
+  build.key = inputKey(keyInputs(files, build.resolver, build.digests));
   const reusable =
     record !== null &&
     record.key === build.key &&

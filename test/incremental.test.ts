@@ -230,6 +230,19 @@ describe("reproducible keys", () => {
   });
 });
 
+/** Runs buildImage() with GULP_INITRAMFS_SHM_DIR set to `shmDir`. */
+async function buildWithShmDir(
+  shmDir: string,
+  body: () => Promise<BuildSummary>,
+): Promise<BuildSummary> {
+  process.env[SHM_DIR_ENV] = shmDir;
+  try {
+    return await body();
+  } finally {
+    delete process.env[SHM_DIR_ENV];
+  }
+}
+
 describe("gulp initramfs --shm", () => {
   const tmp = tempDir("incremental-shm");
   const binary = join(tmp.dir, "init-binary");
@@ -280,15 +293,11 @@ describe("gulp initramfs --shm", () => {
       ["--init", binary, "--shm", "--out", join(tmp.dir, "restore.lz4")],
       tmp.dir,
     );
-    process.env[SHM_DIR_ENV] = shmDir;
-    let summary: BuildSummary;
-    try {
+    const summary = await buildWithShmDir(shmDir, async () => {
       await buildImage(config);
       fs.rmSync(segmentPath(readRecord(config.out)!.key, "lz4", { shmDir }));
-      summary = await buildImage(config);
-    } finally {
-      delete process.env[SHM_DIR_ENV];
-    }
+      return buildImage(config);
+    });
     assert.equal(summary.status, "up-to-date");
     const bytes = fs.readFileSync(config.out);
     const segment = fs.readFileSync(summary.segment!);
@@ -308,13 +317,7 @@ describe("gulp initramfs --shm", () => {
       ["--init", binary, "--shm", "--out", join(tmp.dir, "cleanup.lz4")],
       tmp.dir,
     );
-    process.env[SHM_DIR_ENV] = shmDir;
-    let summary: BuildSummary;
-    try {
-      summary = await buildImage(config);
-    } finally {
-      delete process.env[SHM_DIR_ENV];
-    }
+    const summary = await buildWithShmDir(shmDir, () => buildImage(config));
     assert.equal(fs.existsSync(stalePath), false);
     assert.ok(fs.existsSync(summary.segment!));
   });
