@@ -13,6 +13,12 @@ export interface ImagePart {
   archiveLength: number;
 }
 
+/** Byte counts stripDebug() records on each file it handles. */
+export interface StripFacts {
+  before: number;
+  after: number;
+}
+
 /** Facts about an archive that cpio() emits and later stages update. */
 export interface ImageFacts {
   /** 16 lower-case hex digits: the content key of the base archive. */
@@ -36,6 +42,8 @@ export interface InitramfsData {
   elf?: import("../src/elf.js").ElfInfo | null;
   /** Set by cpio() on the archive it emits. */
   image?: ImageFacts;
+  /** Set by stripDebug(): byte counts before and after stripping. */
+  strip?: StripFacts;
 }
 
 export type InitramfsFile = Vinyl & { initramfs?: InitramfsData };

@@ -6,7 +6,12 @@ import {
   type StripOptions,
   type StripResult,
 } from "../src/strip.js";
-import { metaOf, type InitramfsData, type Role } from "./meta.js";
+import {
+  metaOf,
+  type InitramfsData,
+  type Role,
+  type StripFacts,
+} from "./meta.js";
 import {
   InitramfsError,
   pluginStream,
@@ -22,14 +27,9 @@ export interface StripDebugOptions {
   onWarning?: WarningHandler;
 }
 
-/** Byte counts stripDebug() records on each file it handles. */
-export interface StripFacts {
-  before: number;
-  after: number;
-}
-
 /** The fields stripDebug() adds to `file.initramfs`. */
-export type StripData = InitramfsData & { strip?: StripFacts };
+export type StripData = InitramfsData;
+export type { StripFacts };
 
 const DEFAULT_ROLES: readonly Role[] = ["payload", "extra"];
 
