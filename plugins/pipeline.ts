@@ -44,17 +44,17 @@ import { validateIncludes } from "./validate-includes.js";
 export { writeFileAtomic };
 
 /**
- * How buildImage() made the image. "built": every stage ran. "suffix":
- * the compressed base was reused (from the old image or a segment) and
- * only a new suffix was compressed. "up-to-date": the image on disk
- * already matched its inputs and suffix, so nothing was written.
+ * Outcome of buildImage(). "built": every stage ran. "suffix": the
+ * compressed base was reused (from the old image or a segment) and only
+ * a new suffix was compressed. "up-to-date": the image on disk already
+ * matched its inputs and suffix, so nothing was written.
  */
 export type BuildStatus = "built" | "suffix" | "up-to-date";
 
-/** What one build produced, for the closing summary. */
+/** Facts about one build, for the closing summary. */
 export interface BuildSummary {
   status: BuildStatus;
-  /** Where a reused base came from; unset when built. */
+  /** Source of a reused base; unset when built. */
   baseSource?: "output" | "segment";
   /** Milliseconds until the input key was computed and compared. */
   checkMs: number;
@@ -313,9 +313,9 @@ async function reuseOutput(build: Build, record: BuildRecord): Promise<Product> 
 }
 
 /**
- * Builds through the shared-memory segment of the input key: among
+ * Builds through the shared-memory segment of the input key. Among
  * concurrent processes only the one that creates the segment runs the
- * stages; the others wait for it and add their suffix to its base.
+ * stages, and the others wait for it and add their suffix to its base.
  */
 async function buildThroughSegment(
   build: Build,
@@ -406,9 +406,9 @@ function writeOutput(build: Build, product: Product): void {
  * options. With a matching record, an unchanged suffix leaves the image
  * as it is and a changed one is rewritten after the old compressed base.
  * With `config.shm`, the compressed base is stored as the segment
- * `ktstr-lz4-ARCH-KEY`; one process among concurrent ones builds it and
- * the others reuse it, and stale segments of our prefixes are removed
- * afterwards. The segment directory is `config.shmDir`, else the
+ * `ktstr-lz4-ARCH-KEY`. One process among concurrent ones builds it and
+ * the others reuse it. Afterwards, stale segments of our prefixes are
+ * removed unless another process holds a lock on them. The segment directory is `config.shmDir`, else the
  * GULP_INITRAMFS_SHM_DIR environment variable, else /dev/shm.
  */
 export async function buildImage(

@@ -1,8 +1,8 @@
 /**
- * The build record: a JSON file next to an image (`IMAGE.key.json`) with
- * the input key it was built from, the lengths needed to reuse its
- * compressed base with a new suffix, the identity of the image file as
- * written, and the content digests of its inputs.
+ * The build record, a JSON file next to an image (`IMAGE.key.json`). It
+ * contains the input key the image was built from and the lengths needed
+ * to reuse its compressed base with a new suffix. It also keeps the
+ * image file's identity as written and the content digests of its inputs.
  */
 import {
   mkdirSync,

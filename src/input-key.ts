@@ -27,7 +27,7 @@ export interface DigestEntry {
 /** Digest entries keyed by `DEV:INO` of the file. */
 export type DigestEntries = Record<string, DigestEntry>;
 
-/** One input file of the base archive as the key sees it. */
+/** One input file of the base archive, as the key covers it. */
 export interface KeyFile {
   archivePath: string;
   role: string;
@@ -154,10 +154,12 @@ export function hashBytes(bytes: Uint8Array | string): string {
   return createHash("sha256").update(bytes).digest("hex");
 }
 
+/** Orders by a string in code-unit order, independent of the locale. */
 function byPath<T>(key: (item: T) => string) {
   return (a: T, b: T): number => {
     const [x, y] = [key(a), key(b)];
-    return x < y ? -1 : x > y ? 1 : 0;
+    if (x === y) return 0;
+    return x < y ? -1 : 1;
   };
 }
 
