@@ -3,7 +3,8 @@
  * node executable with a 900 MiB `.debug_junk` section added by objcopy.
  * A cold run has no image and no build record, so every input is hashed,
  * stripped, packed and compressed. A no-change run finds a matching
- * record, so it reads no input. `gulp --tasks`, measured in the same run,
+ * record, so it hashes no input and runs no stage. `gulp --tasks`,
+ * measured in the same run,
  * is gulp's own start-up cost (loading the gulpfile and our modules),
  * which both runs pay. The target is a no-change run under 5% of a cold
  * one once that start-up cost is subtracted from both.
