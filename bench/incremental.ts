@@ -4,9 +4,8 @@
  * A cold run has no image and no build record, so every input is hashed,
  * stripped, packed and compressed. A no-change run finds a matching
  * record, so it hashes no input and runs no stage. `gulp --tasks`,
- * measured in the same run,
- * is gulp's own start-up cost (loading the gulpfile and our modules),
- * which both runs pay. The target is a no-change run under 5% of a cold
+ * measured in the same run, is gulp's own start-up cost (loading the
+ * gulpfile and our modules), which both runs pay. The target is a no-change run under 5% of a cold
  * one once that start-up cost is subtracted from both.
  *
  * "Cold" means no cached build; the input stays in the page cache.
