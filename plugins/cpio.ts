@@ -1,6 +1,7 @@
-import { createReadStream, statSync } from "node:fs";
+import { statSync } from "node:fs";
+import { open } from "node:fs/promises";
 import { join } from "node:path";
-import { PassThrough } from "node:stream";
+import { Readable } from "node:stream";
 import Vinyl from "vinyl";
 import type { SuffixParams } from "../src/config.js";
 import { CpioWriter } from "../src/cpio.js";
@@ -14,6 +15,9 @@ import {
   type ImageFacts,
 } from "./meta.js";
 import { InitramfsError, pluginStream, type WarningHandler } from "./transform.js";
+
+/** Bytes read from a host file at a time while it is packed. */
+const READ_CHUNK = 4 << 20;
 
 export interface CpioOptions {
   /** File name of the emitted archive. Default "initramfs.cpio". */
@@ -83,13 +87,23 @@ function fileData(file: Vinyl) {
  * longer has the size its header was written with.
  */
 async function* readPlanned(hostPath: string, size: number, archivePath: string) {
-  let count = 0;
-  for await (const chunk of createReadStream(hostPath) as AsyncIterable<Buffer>) {
-    count += chunk.length;
-    if (count > size) break;
-    yield chunk;
+  const handle = await open(hostPath, "r");
+  let offset = 0;
+  try {
+    for (;;) {
+      // One byte more than is left, so a file that grew is noticed.
+      const length = Math.min(READ_CHUNK, size - offset + 1);
+      const buffer = Buffer.allocUnsafe(length);
+      const { bytesRead } = await handle.read(buffer, 0, length, offset);
+      if (bytesRead === 0) break;
+      offset += bytesRead;
+      if (offset > size) break;
+      yield buffer.subarray(0, bytesRead);
+    }
+  } finally {
+    await handle.close();
   }
-  if (count !== size) {
+  if (offset !== size) {
     throw new InitramfsError(
       "INPUT_CHANGED",
       `${hostPath} changed size while being packed as ${archivePath}: ` +
@@ -152,13 +166,19 @@ export function cpio(options: CpioOptions = {}) {
           path: join(cwd, options.name ?? "initramfs.cpio"),
         });
         metaOf(out).image = image;
+        const chunks = imageChunks(base, suffix, image, options.key);
         if (options.buffer === false) {
-          out.contents = streamImage(base, suffix, image, options.key);
+          out.contents = Readable.from(chunks, { objectMode: false });
         } else {
-          const hash = newContentHash();
-          const baseBytes = await base.toBuffer();
-          image.key = options.key ?? contentKey(hash.update(baseBytes));
-          out.contents = Buffer.concat([baseBytes, await suffix.toBuffer()]);
+          // Both lengths are exact before any byte is read, so the image
+          // is filled in place instead of concatenated.
+          const contents = Buffer.allocUnsafe(base.length + suffix.length);
+          let offset = 0;
+          for await (const chunk of chunks) {
+            contents.set(chunk, offset);
+            offset += chunk.length;
+          }
+          out.contents = contents;
         }
         push(out);
       },
@@ -167,25 +187,22 @@ export function cpio(options: CpioOptions = {}) {
   );
 }
 
-/** Streams base then suffix, setting the key once the base is hashed. */
-function streamImage(
+/**
+ * Yields base then suffix. Without a given key, the base bytes are hashed
+ * on the way and the key is set once the base has passed.
+ */
+async function* imageChunks(
   base: CpioWriter,
   suffix: CpioWriter,
   image: ImageFacts,
   key?: string,
-) {
-  const out = new PassThrough();
-  (async () => {
-    const hash = newContentHash();
-    for await (const chunk of base) {
-      hash.update(chunk);
-      if (!out.write(chunk)) await new Promise((r) => out.once("drain", r));
-    }
-    image.key = key ?? contentKey(hash);
-    for await (const chunk of suffix) {
-      if (!out.write(chunk)) await new Promise((r) => out.once("drain", r));
-    }
-    out.end();
-  })().catch((error: unknown) => out.destroy(error as Error));
-  return out;
+): AsyncGenerator<Buffer> {
+  const hash = key === undefined ? newContentHash() : null;
+  if (key !== undefined) image.key = key;
+  for await (const chunk of base) {
+    hash?.update(chunk);
+    yield chunk;
+  }
+  if (hash) image.key = contentKey(hash);
+  yield* suffix;
 }

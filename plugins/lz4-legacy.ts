@@ -94,7 +94,8 @@ class ByteSplitter {
             `the image stream ended ${left} bytes before its part ends`,
           );
         }
-        chunk = Buffer.from(next.value);
+        const value: Uint8Array = next.value;
+        chunk = Buffer.from(value.buffer, value.byteOffset, value.length);
       }
       if (chunk.length > left) {
         this.#carry = chunk.subarray(left);

@@ -168,7 +168,8 @@ async function runStages(build: Build): Promise<Product> {
     tap((file) => (strippedBefore += sizeOf(file))),
     stripDebug({ onWarning: warn }),
     tap((file) => (strippedAfter += sizeOf(file))),
-    cpio({ key: build.key, suffix: config, onWarning: warn }),
+    // Streamed, so the uncompressed archive is never held whole.
+    cpio({ key: build.key, suffix: config, buffer: false, onWarning: warn }),
     lz4Legacy({ onWarning: warn }),
     tap((file) => (result = file)),
   ];
