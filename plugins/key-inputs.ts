@@ -49,6 +49,7 @@ export function keyInputs(
   files: Vinyl[],
   resolver: Resolver,
   digests: DigestCache,
+  options: Record<string, string | number | boolean> = {},
 ): KeyInputs {
   const inputs: KeyInputs = {
     files: [],
@@ -57,6 +58,7 @@ export function keyInputs(
     options: {
       sourceDateEpoch: process.env.SOURCE_DATE_EPOCH ?? "",
       compression: "lz4-legacy",
+      ...options,
     },
   };
   const libraries = new Map<string, KeyLibrary>();

@@ -170,7 +170,7 @@ async function runStages(build: Build): Promise<Product> {
     tap((file) => (strippedAfter += sizeOf(file))),
     // Streamed, so the uncompressed archive is never held whole.
     cpio({ key: build.key, suffix: config, buffer: false, onWarning: warn }),
-    lz4Legacy({ onWarning: warn }),
+    lz4Legacy({ level: config.level, onWarning: warn }),
     tap((file) => (result = file)),
   ];
   logBuild("build");
@@ -231,7 +231,9 @@ async function withSuffix(
 ): Promise<Omit<Product, "baseSource" | "strippedBefore" | "strippedAfter">> {
   const { config } = build;
   logBuild("suffix");
-  const image = await appendSuffix(compressedBase, base.archiveLength, config);
+  const image = await appendSuffix(compressedBase, base.archiveLength, config, {
+    level: config.level,
+  });
   const writer = writeSuffix(config, base.archiveLength);
   const suffixArchive = await writer.toBuffer();
   const facts = imageFacts(
@@ -435,7 +437,9 @@ export async function buildImage(
     warn,
     warnings,
   };
-  build.key = inputKey(keyInputs(files, build.resolver, build.digests));
+  build.key = inputKey(
+    keyInputs(files, build.resolver, build.digests, { level: config.level ?? 1 }),
+  );
   const reusable =
     record !== null &&
     record.key === build.key &&

@@ -41,6 +41,14 @@ export interface BuildConfig extends SuffixParams {
   out: string;
   /** Store the compressed base in /dev/shm as well. */
   shm: boolean;
+  /** Directory of the shared-memory segments; default /dev/shm. */
+  shmDir?: string;
+  /** Mode of a new segment: 0o600 (default) or 0o644 to share it. */
+  shmMode?: 0o600 | 0o644;
+  /** Architecture in segment names, as Rust names it; default the host's. */
+  arch?: string;
+  /** LZ4 level: 0 to 2 fast (default 1), 3 to 12 HC, as `lz4 -N`. */
+  level?: number;
   /** Directory that relative paths are taken from. */
   cwd: string;
 }
@@ -69,6 +77,14 @@ const STRING_KEYS = {
   "scheduler-cgroup-parent": "schedulerCgroupParent",
   init: "init",
   out: "out",
+  "shm-dir": "shmDir",
+  arch: "arch",
+} as const;
+
+/** Flags whose value is a number, with the key they set. */
+const NUMBER_KEYS = {
+  level: "level",
+  "shm-mode": "shmMode",
 } as const;
 
 /** Flags the user set, before defaults and the config file apply. */
@@ -121,6 +137,7 @@ export function parseFlags(argv: string[]): PartialConfig {
     const known =
       flag in LIST_KEYS ||
       flag in STRING_KEYS ||
+      flag in NUMBER_KEYS ||
       ["extra", "include", "busybox", "shm", "no-shm", "sched-args-for"].includes(flag);
     if (!known) continue;
     if (flag === "shm" || flag === "no-shm") {
@@ -150,6 +167,9 @@ export function parseFlags(argv: string[]): PartialConfig {
     if (flag in LIST_KEYS) {
       const key = LIST_KEYS[flag as keyof typeof LIST_KEYS];
       (out[key] ??= []).push(value);
+    } else if (flag in NUMBER_KEYS) {
+      const key = NUMBER_KEYS[flag as keyof typeof NUMBER_KEYS];
+      setNumber(out, key, value, `--${flag}`);
     } else if (flag in STRING_KEYS) {
       out[STRING_KEYS[flag as keyof typeof STRING_KEYS]] = value;
     } else if (flag === "extra") {
@@ -168,6 +188,37 @@ export function parseFlags(argv: string[]): PartialConfig {
     }
   }
   return out;
+}
+
+/**
+ * Parses and checks a numeric setting: an LZ4 level from 0 to 12, or a
+ * segment mode of 600 or 644 (octal, with or without a leading 0).
+ */
+function setNumber(
+  out: PartialConfig,
+  key: "level" | "shmMode",
+  value: string,
+  name: string,
+): void {
+  if (key === "shmMode") {
+    const mode = /^0?(600|644)$/.exec(value.trim());
+    if (!mode) {
+      throw new ConfigError(
+        "CONFIG_INVALID",
+        `${name} must be 0600 or 0644, got "${value}"`,
+      );
+    }
+    out.shmMode = mode[1] === "600" ? 0o600 : 0o644;
+    return;
+  }
+  const level = Number(value);
+  if (!/^\d+$/.test(value.trim()) || level > 12) {
+    throw new ConfigError(
+      "CONFIG_INVALID",
+      `${name} must be an LZ4 level from 0 to 12, got "${value}"`,
+    );
+  }
+  out.level = level;
 }
 
 function expectStrings(key: string, value: unknown): string[] {
@@ -237,6 +288,20 @@ export function parseConfigObject(json: unknown): PartialConfig {
       case "busybox":
         if (value === true) out.busybox = defaultBusybox();
         else if (value !== false) out.busybox = expectPath(key, value);
+        break;
+      case "shmDir":
+      case "arch":
+        out[key] = expectString(key, value);
+        break;
+      case "level":
+      case "shmMode":
+        if (typeof value !== "string" && typeof value !== "number") {
+          throw new ConfigError(
+            "CONFIG_INVALID",
+            `${CONFIG_FILE}: "${key}" must be a number`,
+          );
+        }
+        setNumber(out, key, String(value), `"${key}"`);
         break;
       case "shm":
         if (typeof value !== "boolean") {
@@ -316,6 +381,10 @@ export function loadConfig(argv: string[], cwd = process.cwd()): BuildConfig {
     stagedSchedArgs: merged.stagedSchedArgs,
     out: abs(merged.out ?? DEFAULT_OUT),
     shm: merged.shm ?? false,
+    shmDir: merged.shmDir === undefined ? undefined : abs(merged.shmDir),
+    shmMode: merged.shmMode,
+    arch: merged.arch,
+    level: merged.level,
     cwd,
   };
 }

@@ -127,6 +127,24 @@ describe("parseFlags", () => {
     assert.equal(parseFlags([]).shm, undefined);
   });
 
+  test("level flag takes 0 to 12", () => {
+    assert.equal(parseFlags(["--level", "9"]).level, 9);
+    assert.equal(parseFlags(["--level=0"]).level, 0);
+    expectCode(() => parseFlags(["--level", "13"]), "CONFIG_INVALID", "13");
+    expectCode(() => parseFlags(["--level", "fast"]), "CONFIG_INVALID", "fast");
+  });
+
+  test("shm settings flags", () => {
+    const flags = parseFlags([
+      "--shm-dir", "/run/shm-test", "--shm-mode", "0644", "--arch", "aarch64",
+    ]);
+    assert.equal(flags.shmDir, "/run/shm-test");
+    assert.equal(flags.shmMode, 0o644);
+    assert.equal(flags.arch, "aarch64");
+    assert.equal(parseFlags(["--shm-mode=600"]).shmMode, 0o600);
+    expectCode(() => parseFlags(["--shm-mode", "0666"]), "CONFIG_INVALID", "0666");
+  });
+
   test("unknown flags are left for gulp", () => {
     const flags = parseFlags(["initramfs", "--color", "--series", "--init", "i"]);
     assert.deepEqual(flags, { init: "i" });
@@ -145,6 +163,25 @@ describe("parseFlags", () => {
 });
 
 describe("parseConfigObject", () => {
+  test("level and shm settings keys", () => {
+    const parsed = parseConfigObject({
+      level: 12,
+      shmMode: "0644",
+      shmDir: "shm",
+      arch: "x86_64",
+    });
+    assert.equal(parsed.level, 12);
+    assert.equal(parsed.shmMode, 0o644);
+    assert.equal(parsed.shmDir, "shm");
+    assert.equal(parsed.arch, "x86_64");
+    expectCode(() => parseConfigObject({ level: true }), "CONFIG_INVALID", "level");
+  });
+
+  test("relative shmDir resolves against cwd", () => {
+    writeConfig({ shmDir: "segments" });
+    assert.equal(loadConfig([], work.dir).shmDir, join(work.dir, "segments"));
+  });
+
   test("unknown key is rejected by name", () => {
     expectCode(() => parseConfigObject({ inti: "x" }), "CONFIG_UNKNOWN_KEY", '"inti"');
   });
