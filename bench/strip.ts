@@ -3,8 +3,12 @@
  * copy of the running node executable with a 900 MiB `.debug_junk`
  * section added by objcopy. Each tool runs in a child process under
  * GNU time (Debian package `time`), which reports wall time and peak RSS.
- * Our child is this file bundled by esbuild, so TypeScript loading is not
- * part of the time; an empty `node -e 0` row shows Node's own share.
+ * Our child is this file bundled by esbuild, without esbuild itself, so
+ * neither TypeScript nor esbuild loading is part of the time. The child
+ * also times its own work, from the strip call until the output file is
+ * written, and an empty `node -e 0` row shows Node's startup share of the
+ * wall time. Every run writes a new output file: overwriting the previous
+ * one would add the file system's truncation and writeback of it.
  */
 import { execFileSync, spawnSync } from "node:child_process";
 import {
@@ -19,17 +23,22 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { buildSync } from "esbuild";
 import { stripDebugFile, stripDebugToFile } from "../src/strip.js";
 
 const GNU_TIME = "/usr/bin/time";
 /** Size of the added debug section: with node's ~100 MB, about 1 GB. */
 const JUNK_BYTES = 900 << 20;
-const ROUNDS = 2;
+/** Rounds per tool. The table shows medians because the host is shared. */
+const ROUNDS = 3;
+/** Prefix of the line a child prints with its in-process time. */
+const CHILD_TIME = "strip-seconds ";
 
 interface Measure {
+  /** Wall time of the whole process, startup included. */
   seconds: number;
   maxRssBytes: number;
+  /** Time the child measured around the strip and the output write. */
+  inProcessSeconds?: number;
 }
 
 /** Writes `size` bytes of a repeating non-zero pattern in 8 MiB chunks. */
@@ -66,7 +75,10 @@ function buildInput(dir: string): string {
   return input;
 }
 
-/** Runs a command under GNU time and parses wall time and peak RSS. */
+/**
+ * Runs a command under GNU time and parses wall time and peak RSS, plus
+ * the in-process time when the command prints one.
+ */
 function timed(command: string[]): Measure {
   const result = spawnSync(GNU_TIME, ["-v", ...command], {
     encoding: "utf8",
@@ -82,11 +94,28 @@ function timed(command: string[]): Measure {
   if (!wall || !rss) throw new Error("cannot parse GNU time output");
   const seconds =
     Number(wall[1] ?? 0) * 3600 + Number(wall[2]) * 60 + Number(wall[3]);
-  return { seconds, maxRssBytes: Number(rss[1]) * 1024 };
+  const measure: Measure = { seconds, maxRssBytes: Number(rss[1]) * 1024 };
+  const line = result.stdout
+    .split("\n")
+    .find((text) => text.startsWith(CHILD_TIME));
+  if (line) measure.inProcessSeconds = Number(line.slice(CHILD_TIME.length));
+  return measure;
 }
 
-function best(runs: Measure[]): Measure {
-  return runs.reduce((a, b) => (b.seconds < a.seconds ? b : a));
+/** Returns the median of `values`, the upper one for an even count. */
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)];
+}
+
+/** Takes the median of each field separately over the rounds. */
+function medianOf(runs: Measure[]): Measure {
+  const inProcess = runs.flatMap((m) => m.inProcessSeconds ?? []);
+  return {
+    seconds: median(runs.map((m) => m.seconds)),
+    maxRssBytes: median(runs.map((m) => m.maxRssBytes)),
+    inProcessSeconds: inProcess.length > 0 ? median(inProcess) : undefined,
+  };
 }
 
 const mib = (bytes: number) => `${(bytes / (1 << 20)).toFixed(0)} MiB`;
@@ -102,12 +131,16 @@ export async function run(): Promise<string> {
     const ours = join(dir, "ours");
     const theirs = join(dir, "theirs");
     const bundle = join(dir, "child.js");
+    // Imported here so that the child, which never calls run(), does not
+    // load esbuild at startup.
+    const { buildSync } = await import("esbuild");
     buildSync({
       entryPoints: [__filename],
       bundle: true,
       platform: "node",
       format: "cjs",
       outfile: bundle,
+      external: ["esbuild"],
       logLevel: "error",
     });
     const self = [process.execPath, bundle];
@@ -119,18 +152,24 @@ export async function run(): Promise<string> {
       results.set("node -e 0", idle);
       for (const mode of modes) {
         const list = results.get(mode) ?? [];
+        rmSync(ours, { force: true });
         list.push(timed([...self, "--child", mode, input, ours]));
         results.set(mode, list);
       }
       const list = results.get("binutils") ?? [];
+      rmSync(theirs, { force: true });
       list.push(timed(["strip", "--strip-debug", "-o", theirs, input]));
       results.set("binutils", list);
     }
     const inputSize = statSync(input).size;
     const kept = statSync(ours).size;
-    const binutils = best(results.get("binutils") ?? []);
+    const binutils = medianOf(results.get("binutils") ?? []);
     const rows = [...results.entries()].map(([name, runs]) => {
-      const m = best(runs);
+      const m = medianOf(runs);
+      const inProcess =
+        m.inProcessSeconds === undefined
+          ? "-"
+          : `${m.inProcessSeconds.toFixed(3)} s`;
       const label = modes.some((mode) => mode === name)
         ? `stripDebug (${name})`
         : name === "binutils"
@@ -138,16 +177,19 @@ export async function run(): Promise<string> {
           : name;
       return (
         `| ${label} | ${m.seconds.toFixed(2)} s | ` +
-        `${(m.seconds / binutils.seconds).toFixed(2)} | ` +
+        `${(m.seconds / binutils.seconds).toFixed(2)} | ${inProcess} | ` +
         `${mib(m.maxRssBytes)} | ${(m.maxRssBytes / kept).toFixed(2)} |`
       );
     });
     return [
       `Input ${mib(inputSize)} (node + .debug_junk), kept ${mib(kept)}, ` +
-        `binutils output ${mib(statSync(theirs).size)}; best of ${ROUNDS}.`,
+        `binutils output ${mib(statSync(theirs).size)}; median of ` +
+        `${ROUNDS} rounds. Wall time is the whole process under GNU time; ` +
+        `in-process time runs from the strip call until the output file ` +
+        `is written.`,
       "",
-      "| tool | wall | wall / binutils | peak RSS | RSS / kept |",
-      "| --- | --- | --- | --- | --- |",
+      "| tool | wall | wall / binutils | in-process | peak RSS | RSS / kept |",
+      "| --- | --- | --- | --- | --- | --- |",
       ...rows,
     ].join("\n");
   } finally {
@@ -155,13 +197,19 @@ export async function run(): Promise<string> {
   }
 }
 
-/** Child mode: strips one file the way the plugin or the writer does. */
+/**
+ * Child mode: strips one file the way the plugin or the writer does and
+ * prints the seconds that took, output write included.
+ */
 function child(mode: string, input: string, output: string): void {
+  const started = process.hrtime.bigint();
   if (mode === "buffer") {
     writeFileSync(output, stripDebugFile(input).data);
   } else {
     stripDebugToFile(input, output);
   }
+  const nanoseconds = Number(process.hrtime.bigint() - started);
+  process.stdout.write(`${CHILD_TIME}${(nanoseconds / 1e9).toFixed(4)}\n`);
 }
 
 if (require.main === module) {
