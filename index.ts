@@ -16,6 +16,8 @@ export type { CpioOptions } from "./plugins/cpio.js";
 export type { Lz4LegacyOptions } from "./plugins/lz4-legacy.js";
 export type { ShmStoreOptions } from "./plugins/shm-store.js";
 
+export { initramfs, initramfsLs, initramfsVerify } from "./plugins/tasks.js";
+
 export {
   archiveFile,
   configFiles,

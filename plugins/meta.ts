@@ -60,7 +60,12 @@ export function archivePathOf(file: Vinyl): string {
   return file.relative.split("\\").join("/");
 }
 
-/** Returns the host path the file's bytes come from. */
+/**
+ * Returns the host path the file's bytes come from: the recorded one, or
+ * the path the file was first read from, which a rename keeps in history.
+ */
 export function hostPathOf(file: Vinyl): string {
-  return (file as InitramfsFile).initramfs?.hostPath ?? file.path;
+  return (
+    (file as InitramfsFile).initramfs?.hostPath ?? file.history[0] ?? file.path
+  );
 }

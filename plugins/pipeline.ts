@@ -416,7 +416,7 @@ function writeOutput(build: Build, product: Product): void {
  */
 export async function buildImage(
   config: BuildConfig,
-  files: Vinyl[] = configFiles(config),
+  inputs?: Vinyl[],
   onWarning?: WarningHandler,
 ): Promise<BuildSummary> {
   const started = performance.now();
@@ -425,6 +425,15 @@ export async function buildImage(
     warnings.push(w);
     onWarning?.(w);
   };
+  const files =
+    inputs ??
+    configFiles(config, (hostPath, reason) =>
+      warn({
+        code: "INCLUDE_SKIPPED",
+        message: `${hostPath} is not packed: ${reason}`,
+        fileName: hostPath,
+      }),
+    );
   const record = readRecord(config.out);
   const build: Build = {
     config,

@@ -1,4 +1,4 @@
-import { statSync } from "node:fs";
+import { closeSync, openSync, readSync, statSync } from "node:fs";
 import type Vinyl from "vinyl";
 import type { ImageEntry } from "../src/file-tree.js";
 import { planGuestFixups } from "../src/guest-check.js";
@@ -22,6 +22,9 @@ export interface ResolveLibsOptions
   guestFixups?: boolean;
   onWarning?: WarningHandler;
 }
+
+/** Bytes of /init read for its `#!` line; Linux reads 256 (BINPRM_BUF_SIZE). */
+const SHEBANG_MAX = 256;
 
 /** A library or alias to emit, keyed by its archive path. */
 interface Planned {
@@ -47,6 +50,43 @@ function entryOf(file: Vinyl): ImageEntry[] {
   return [{ path, hostPath }];
 }
 
+/**
+ * Returns the `#!` interpreter of a non-ELF /init, or null. Warns when the
+ * file is neither ELF nor a script, since the kernel cannot execute it.
+ */
+function scriptInterpreter(
+  file: Vinyl,
+  warn: WarningHandler,
+): { file: string; path: string } | null {
+  const hostPath = hostPathOf(file);
+  let head: Buffer;
+  if (file.isBuffer()) {
+    head = file.contents.subarray(0, SHEBANG_MAX);
+  } else {
+    try {
+      const fd = openSync(hostPath, "r");
+      try {
+        head = Buffer.alloc(SHEBANG_MAX);
+        head = head.subarray(0, readSync(fd, head, 0, SHEBANG_MAX, 0));
+      } finally {
+        closeSync(fd);
+      }
+    } catch {
+      return null;
+    }
+  }
+  const line = /^#!\s*(\S+)/.exec(head.toString("latin1"));
+  if (line) return { file: hostPath, path: line[1] };
+  warn({
+    code: "INIT_NOT_EXECUTABLE",
+    message:
+      `/init (${hostPath}) is neither an ELF file nor a #! script, so ` +
+      "the kernel cannot run it; pass a program as --init",
+    fileName: hostPath,
+  });
+  return null;
+}
+
 /** Whether `path` is a regular file (of `size` bytes, when given). */
 function isHostFile(path: string, size?: number): boolean {
   try {
@@ -69,6 +109,9 @@ export function resolveLibs(options: ResolveLibsOptions = {}) {
   const planned = new Map<string, Planned>();
   /** Image files that exist on the host, for the guest-side check. */
   const imageEntries: ImageEntry[] = [];
+  /** Every archive path seen, and the script interpreter /init names. */
+  const archivePaths = new Set<string>();
+  let initInterpreter: { file: string; path: string } | null = null;
   const plan = (archivePath: string, entry: Planned) => {
     if (!planned.has(archivePath)) planned.set(archivePath, entry);
   };
@@ -91,6 +134,10 @@ export function resolveLibs(options: ResolveLibsOptions = {}) {
           push(file);
           const meta = metaOf(file);
           if (!file.isDirectory()) imageEntries.push(...entryOf(file));
+          archivePaths.add(archivePathOf(file));
+          if (meta.role === "payload" && meta.elf === null) {
+            initInterpreter = scriptInterpreter(file, warn);
+          }
           if (!meta.elf || !meta.elf.dynamic || meta.role === "library") return;
           const hostPath = hostPathOf(file);
           const closure = resolver.resolve(hostPath);
@@ -131,6 +178,17 @@ export function resolveLibs(options: ResolveLibsOptions = {}) {
                 ? { path, hostPath: entry.hostPath }
                 : { path, symlink: entry.target },
             );
+          }
+          const script = initInterpreter as { file: string; path: string } | null;
+          if (script && !archivePaths.has(script.path.replace(/^\/+/, ""))) {
+            warn({
+              code: "INIT_INTERPRETER_MISSING",
+              message:
+                `/init (${script.file}) is a script for ${script.path}, ` +
+                "which is not in the image, so the kernel cannot run it; " +
+                "pack the interpreter (e.g. as an --extra) or use an ELF /init",
+              fileName: script.file,
+            });
           }
           if (options.guestFixups === false) return;
           const fixups = planGuestFixups(imageEntries, {

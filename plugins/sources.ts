@@ -32,6 +32,15 @@ export function archiveFile(
   return file;
 }
 
+/** How errors name an input of each role: by the flag that gave it. */
+const ROLE_LABELS: Record<Role, string> = {
+  payload: "--init file",
+  busybox: "--busybox file",
+  extra: "--extra file",
+  include: "include",
+  library: "library",
+};
+
 function statBinary(hostPath: string, role: Role): Stats {
   let stat: Stats;
   try {
@@ -40,13 +49,15 @@ function statBinary(hostPath: string, role: Role): Stats {
     const reason = (error as NodeJS.ErrnoException).code ?? String(error);
     throw new ConfigError(
       "INPUT_NOT_FOUND",
-      `${role} ${hostPath} cannot be read (${reason}); check the path`,
+      `${ROLE_LABELS[role]} ${hostPath} cannot be read (${reason}); ` +
+        "check the path",
     );
   }
   if (!stat.isFile()) {
     throw new ConfigError(
       "INPUT_NOT_REGULAR",
-      `${role} ${hostPath} is not a regular file; name the binary itself`,
+      `${ROLE_LABELS[role]} ${hostPath} is not a regular file; name the ` +
+        "binary itself",
     );
   }
   return stat;

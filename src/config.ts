@@ -87,6 +87,22 @@ const NUMBER_KEYS = {
   "shm-mode": "shmMode",
 } as const;
 
+/** Our flags that take no value or are handled outside the tables. */
+const OTHER_FLAGS = [
+  "extra", "include", "busybox", "shm", "no-shm", "sched-args-for", "image",
+];
+
+/**
+ * gulp-cli's own flags (gulp-cli 3), which reach a task's process.argv
+ * too and must not be taken for typos.
+ */
+const GULP_CLI_FLAGS = [
+  "help", "version", "preload", "require", "gulpfile", "cwd", "tasks",
+  "tasks-simple", "tasks-json", "tasks-depth", "depth", "compact-tasks",
+  "sort-tasks", "color", "no-color", "silent", "continue", "series",
+  "log-level", "verify",
+];
+
 /** Flags the user set, before defaults and the config file apply. */
 type PartialConfig = Partial<Omit<BuildConfig, "extra" | "stagedSchedArgs">> & {
   extra?: Record<string, string>;
@@ -138,7 +154,7 @@ export function parseFlags(argv: string[]): PartialConfig {
       flag in LIST_KEYS ||
       flag in STRING_KEYS ||
       flag in NUMBER_KEYS ||
-      ["extra", "include", "busybox", "shm", "no-shm", "sched-args-for"].includes(flag);
+      OTHER_FLAGS.includes(flag);
     if (!known) continue;
     if (flag === "shm" || flag === "no-shm") {
       out.shm = flag === "shm" && inline !== "false";
@@ -219,6 +235,31 @@ function setNumber(
     );
   }
   out.level = level;
+}
+
+/**
+ * Returns the `--flags` in `argv` that neither we nor gulp-cli know, such
+ * as a misspelled `--extras`, so a typo fails instead of being ignored.
+ * Values of our flags (`--args --x`) are skipped.
+ */
+export function unknownFlags(argv: string[]): string[] {
+  const unknown: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (!arg.startsWith("--") || arg === "--") continue;
+    const eq = arg.indexOf("=");
+    const flag = eq < 0 ? arg.slice(2) : arg.slice(2, eq);
+    const takesValue =
+      flag in LIST_KEYS || flag in STRING_KEYS || flag in NUMBER_KEYS ||
+      ["extra", "include", "sched-args-for", "image"].includes(flag);
+    if (takesValue) {
+      if (eq < 0) i++;
+      continue;
+    }
+    if (OTHER_FLAGS.includes(flag) || GULP_CLI_FLAGS.includes(flag)) continue;
+    unknown.push(`--${flag}`);
+  }
+  return unknown;
 }
 
 function expectStrings(key: string, value: unknown): string[] {

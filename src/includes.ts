@@ -1,4 +1,11 @@
-import { readdirSync, realpathSync, statSync, type Stats } from "node:fs";
+import {
+  lstatSync,
+  readdirSync,
+  readlinkSync,
+  realpathSync,
+  statSync,
+  type Stats,
+} from "node:fs";
 import { basename, delimiter, isAbsolute, join, resolve } from "node:path";
 import { ConfigError } from "./config.js";
 
@@ -20,10 +27,25 @@ function statOrThrow(spec: string, path: string): Stats {
     return statSync(path);
   } catch (error) {
     const reason = (error as NodeJS.ErrnoException).code ?? String(error);
+    if (reason === "ENOENT" && isSymlink(path)) {
+      throw new ConfigError(
+        "INCLUDE_NOT_FOUND",
+        `--include ${spec}: ${path} is a dangling symlink (its target ` +
+          `${readlinkSync(path)} does not exist); fix or remove the link`,
+      );
+    }
     throw new ConfigError(
       "INCLUDE_NOT_FOUND",
       `--include ${spec}: ${path} cannot be read (${reason})`,
     );
+  }
+}
+
+function isSymlink(path: string): boolean {
+  try {
+    return lstatSync(path).isSymbolicLink();
+  } catch {
+    return false;
   }
 }
 

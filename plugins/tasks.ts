@@ -1,0 +1,134 @@
+import { readFileSync } from "node:fs";
+import { resolve } from "node:path";
+import { isEmptyBuild, loadConfig, unknownFlags } from "../src/config.js";
+import {
+  formatListing,
+  imageEntries,
+  verifyImageBytes,
+} from "../src/inspect.js";
+import { buildImage, defaultFiles, formatSummary } from "./pipeline.js";
+import type { InitramfsWarning } from "./transform.js";
+
+/*
+ * The gulp tasks, exported so that another project's gulpfile can offer
+ * them too: `export { initramfs } from "gulp-initramfs"`. Errors that
+ * carry a code are a user's mistake, so gulp prints their message
+ * without a stack trace.
+ */
+
+/** Marks a coded error so that gulp-cli prints only its message. */
+function withoutStack(error: unknown): unknown {
+  if (error instanceof Error && typeof (error as { code?: unknown }).code === "string") {
+    (error as Error & { showStack?: boolean }).showStack = false;
+  }
+  return error;
+}
+
+function printWarning(warning: InitramfsWarning): void {
+  console.warn(`warning ${warning.code}: ${warning.message}`);
+}
+
+/**
+ * Builds the image from flags and initramfs.config.json; with no inputs,
+ * builds the default image of Node running a short script as /init.
+ */
+export async function initramfs(): Promise<void> {
+  try {
+    await buildTask();
+  } catch (error) {
+    throw withoutStack(error);
+  }
+}
+initramfs.description =
+  "Build an LZ4 initramfs (see README for flags); with no flags, a " +
+  "default image of Node";
+
+async function buildTask(): Promise<void> {
+  const argv = process.argv.slice(2);
+  const unknown = unknownFlags(argv);
+  if (unknown.length) {
+    const error = new Error(
+      `unknown flag ${unknown.join(", ")}; the README lists the flags of ` +
+        "gulp initramfs",
+    );
+    throw Object.assign(error, { code: "CONFIG_UNKNOWN_FLAG" });
+  }
+  const config = loadConfig(argv);
+  const empty = isEmptyBuild(config);
+  if (empty) {
+    console.log(
+      "no --init, --extra, --include or --busybox given: building the " +
+        `default image (${process.execPath} as bin/node, a script as /init)`,
+    );
+  }
+  const files = empty ? defaultFiles() : undefined;
+  const summary = await buildImage(config, files, printWarning);
+  console.log(formatSummary(summary));
+}
+
+/** Returns the value of `--image FILE`, or the configured output. */
+function imagePath(): string {
+  const argv = process.argv.slice(2);
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === "--image") return resolve(argv[i + 1] ?? "");
+    if (argv[i].startsWith("--image=")) return resolve(argv[i].slice(8));
+  }
+  return loadConfig(argv).out;
+}
+
+function readImage(path: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (error) {
+    const reason = (error as NodeJS.ErrnoException).code ?? String(error);
+    const missing = new Error(
+      `cannot read image ${path} (${reason}); build one with ` +
+        "`gulp initramfs` or pass --image FILE",
+    );
+    throw Object.assign(missing, { code: "IMAGE_NOT_FOUND" });
+  }
+}
+
+/** Lists an image like `lsinitramfs -l`: mode, size, path, symlink target. */
+export async function initramfsLs(): Promise<void> {
+  try {
+    const path = imagePath();
+    console.log(formatListing(imageEntries(readImage(path))));
+  } catch (error) {
+    throw withoutStack(error);
+  }
+}
+initramfsLs.displayName = "initramfs:ls";
+initramfsLs.description =
+  "List an image (--image FILE; compressed or not, one stream or several)";
+
+/**
+ * Checks that every ELF in an image finds its interpreter and libraries
+ * inside the image; fails listing what is missing.
+ */
+export async function initramfsVerify(): Promise<void> {
+  try {
+    verifyTask();
+  } catch (error) {
+    throw withoutStack(error);
+  }
+}
+
+function verifyTask(): void {
+  const path = imagePath();
+  const problems = verifyImageBytes(readImage(path));
+  if (problems.length === 0) {
+    console.log(`${path}: every ELF file finds its interpreter and libraries`);
+    return;
+  }
+  for (const problem of problems) console.error(problem.message);
+  const error = new Error(
+    `${path}: ${problems.length} missing interpreter or library ` +
+      "references (listed above)",
+  );
+  throw Object.assign(error, { code: "IMAGE_VERIFY_FAILED" });
+}
+initramfsVerify.displayName = "initramfs:verify";
+initramfsVerify.description =
+  "Check that every ELF in an image (--image FILE) has its interpreter " +
+  "and libraries inside the image";
