@@ -10,6 +10,7 @@ import {
   loadConfig,
   parseConfigObject,
   parseFlags,
+  unknownFlags,
 } from "../src/config.js";
 import { tempDir } from "./helpers/tools.js";
 
@@ -143,6 +144,16 @@ describe("parseFlags", () => {
     assert.equal(flags.arch, "aarch64");
     assert.equal(parseFlags(["--shm-mode=600"]).shmMode, 0o600);
     expectCode(() => parseFlags(["--shm-mode", "0666"]), "CONFIG_INVALID", "0666");
+  });
+
+  test("unknownFlags finds typos only", () => {
+    assert.deepEqual(
+      unknownFlags(["initramfs", "--extras", "a=b", "--init", "x", "--color"]),
+      ["--extras"],
+    );
+    assert.deepEqual(unknownFlags(["--args", "--not-a-flag", "--shm"]), []);
+    assert.deepEqual(unknownFlags(["--gulpfile", "g.ts", "--cwd=/tmp"]), []);
+    assert.deepEqual(unknownFlags(["--image", "x", "--level=3"]), []);
   });
 
   test("unknown flags are left for gulp", () => {

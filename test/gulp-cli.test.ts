@@ -189,6 +189,37 @@ describe("gulp initramfs bad flags", () => {
     assert.deepEqual(left, []);
   });
 
+  test("misspelled flag fails", () => {
+    const out = join(tmp.dir, "typo.lz4");
+    const result = gulp([
+      "initramfs", "--init", bin.init, "--extras", `s=${bin.init}`, "--out", out,
+    ]);
+    assert.notEqual(result.status, 0);
+    assert.match(result.stdout + result.stderr, /unknown flag --extras/);
+    assert.ok(!existsSync(out), `${out} was written`);
+  });
+
+  test("user errors print no stack trace", () => {
+    const result = gulp(["initramfs", "--init", join(tmp.dir, "absent")]);
+    assert.notEqual(result.status, 0);
+    assert.match(result.stdout + result.stderr, /--init file .*absent/);
+    assert.doesNotMatch(result.stdout + result.stderr, /\n\s+at /);
+  });
+
+  test("skipped include files are reported", () => {
+    const dir = join(tmp.dir, "with-fifo");
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, "ok.txt"), "ok\n");
+    run("mkfifo", [join(dir, "pipe")]);
+    const out = join(tmp.dir, "fifo.lz4");
+    const result = gulp(["initramfs", "--init", bin.init, "--include", dir, "--out", out]);
+    assert.equal(result.status, 0, result.stderr);
+    assert.match(
+      result.stdout + result.stderr,
+      /INCLUDE_SKIPPED: .*pipe is not packed: not a regular file/,
+    );
+  });
+
   test("--init without a value fails", () => {
     const out = join(tmp.dir, "no-value.lz4");
     const result = gulp(["initramfs", "--out", out, "--init"]);

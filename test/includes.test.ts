@@ -254,3 +254,24 @@ describe("expandInclude errors", () => {
     expectCode(() => expandInclude("/dev/null", work.dir), "INCLUDE_NOT_REGULAR");
   });
 });
+
+describe("dangling symlink include", () => {
+  test("names the link and its target", () => {
+    const work = tempDir("includes-dangling");
+    try {
+      const link = join(work.dir, "dangling");
+      symlinkSync(join(work.dir, "gone"), link);
+      assert.throws(
+        () => expandInclude(link, work.dir),
+        (error: unknown) => {
+          assert.equal((error as { code?: string }).code, "INCLUDE_NOT_FOUND");
+          assert.match((error as Error).message, /dangling symlink/);
+          assert.match((error as Error).message, /gone/);
+          return true;
+        },
+      );
+    } finally {
+      work.cleanup();
+    }
+  });
+});

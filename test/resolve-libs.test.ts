@@ -192,6 +192,60 @@ describe("resolveLibs inputs", () => {
     assert.equal(count, 1);
   });
 
+  test("renamed src() file keeps its host path", async () => {
+    const file = new Vinyl({
+      cwd: tmp.dir,
+      base: tmp.dir,
+      path: path.math,
+      contents: readFileSync(path.math),
+    });
+    // What gulp-rename does: a new path whose file does not exist.
+    file.path = join(tmp.dir, "renamed", "init");
+    metaOf(file).role = "payload";
+    assert.equal(hostPathOf(file), path.math);
+    const out = await resolveFiles([file]);
+    assert.ok(out.files.length > 1, "libraries were resolved");
+  });
+
+  test("script init without interpreter warns", async () => {
+    const script = new Vinyl({
+      cwd: "/",
+      base: "/initramfs",
+      path: "/initramfs/init",
+      contents: Buffer.from("#!/bin/sh\necho hi\n"),
+    });
+    metaOf(script).role = "payload";
+    const out = await resolveFiles([script]);
+    const codes = out.warnings.map((w) => w.code);
+    assert.deepEqual(codes, ["INIT_INTERPRETER_MISSING"]);
+    assert.match(out.warnings[0].message, /\/bin\/sh/);
+  });
+
+  test("script init with its interpreter is quiet", async () => {
+    const script = new Vinyl({
+      cwd: "/",
+      base: "/initramfs",
+      path: "/initramfs/init",
+      contents: Buffer.from("#!/bin/tool\n"),
+    });
+    metaOf(script).role = "payload";
+    const tool = archiveFile("bin/tool", path.plain, "extra");
+    const out = await resolveFiles([script, tool]);
+    assert.deepEqual(out.warnings, []);
+  });
+
+  test("text init warns it cannot run", async () => {
+    const text = new Vinyl({
+      cwd: "/",
+      base: "/initramfs",
+      path: "/initramfs/init",
+      contents: Buffer.from("just text\n"),
+    });
+    metaOf(text).role = "payload";
+    const out = await resolveFiles([text]);
+    assert.deepEqual(out.warnings.map((w) => w.code), ["INIT_NOT_EXECUTABLE"]);
+  });
+
   test("static binary emits nothing", async () => {
     const out = await resolveFiles([archiveFile("init", path.static, "payload")]);
     assert.equal(out.files.length, 1);
