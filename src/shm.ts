@@ -17,7 +17,7 @@
  * and expect the walk to end exactly at st_size.
  */
 import * as fs from "node:fs";
-import { dirname, join } from "node:path";
+import { dirname } from "node:path";
 import { promisify } from "node:util";
 import {
   LOCK_EX,
@@ -25,42 +25,44 @@ import {
   LOCK_UN,
   flock,
   posixFallocate,
-  tryFlock,
 } from "./libc.js";
 import {
   HEAD_LENGTH,
   bufferReader,
   checkSegmentFormat,
-  type ReadAt,
   type SegmentKind,
 } from "./segment-format.js";
+import { lockDeadline, waitForLock } from "./shm-lock.js";
+import {
+  createExclusive,
+  hasCode,
+  isCurrent,
+  openExisting,
+  readExactly,
+  rustArch,
+  segmentName,
+  segmentPath,
+  ShmError,
+  validate,
+  type ShmOptions,
+  type Validation,
+} from "./shm-segment.js";
 
 export type { SegmentKind };
-
-/** A problem that was handled, such as a broken segment being rebuilt. */
-export interface ShmWarning {
-  code: string;
-  message: string;
-  path: string;
-}
-
-export interface ShmOptions {
-  /** Directory that contains the segments. Default `/dev/shm`. */
-  shmDir?: string;
-  /**
-   * Target architecture as Rust names it (`x86_64`, `aarch64`). Default:
-   * the host's, mapped from `process.arch`. Set it for cross builds.
-   */
-  arch?: string;
-  /**
-   * Maximum total time in milliseconds that one call waits for locks
-   * held by other processes. Default 600000 (10 minutes), because a
-   * reader waits for the whole of a concurrent build.
-   */
-  lockTimeoutMs?: number;
-  /** Receives problems that were handled instead of thrown. */
-  onWarning?: (warning: ShmWarning) => void;
-}
+export {
+  cleanupStale,
+  type CleanupOptions,
+  type CleanupResult,
+} from "./shm-cleanup.js";
+export {
+  DEFAULT_SHM_DIR,
+  ShmError,
+  rustArch,
+  segmentName,
+  segmentPath,
+  type ShmOptions,
+  type ShmWarning,
+} from "./shm-segment.js";
 
 export interface StoreOptions extends ShmOptions {
   /**
@@ -95,121 +97,10 @@ export interface LoadedImage {
   release(): void;
 }
 
-export interface CleanupOptions {
-  shmDir?: string;
-  /** Segment names (not paths) to keep. */
-  keep?: string[];
-  onWarning?: (warning: ShmWarning) => void;
-}
-
-export interface CleanupResult {
-  /** Names of the stale segments removed. */
-  removed: string[];
-  /** Names left because another process holds a lock on them. */
-  inUse: string[];
-  /** Names left because they are not our regular files. */
-  skipped: string[];
-}
-
-export const DEFAULT_SHM_DIR = "/dev/shm";
-const DEFAULT_LOCK_TIMEOUT_MS = 600_000;
-
 /** Write size per event-loop turn, so a large store does not stall it. */
 const WRITE_CHUNK = 4 << 20;
-/** Maximum sleep between two non-blocking lock attempts, in ms. */
-const MAX_POLL_MS = 50;
-
-const RUST_ARCH: Partial<Record<NodeJS.Architecture, string>> = {
-  x64: "x86_64",
-  arm64: "aarch64",
-};
-
-const KEY_PATTERN = /^[0-9a-f]{16}$/;
-const ARCH_PATTERN = /^[a-z0-9_]+$/;
-const SEGMENT_PATTERN = /^ktstr-(base|lz4)-[a-z0-9_]+-[0-9a-f]{16}$/;
-
-const { O_RDONLY, O_RDWR, O_CREAT, O_EXCL, O_NOFOLLOW, O_NONBLOCK } =
-  fs.constants;
 
 const writeAsync = promisify(fs.write);
-
-/** An error with a stable `code`, and the segment path when one applies. */
-export class ShmError extends Error {
-  constructor(
-    readonly code: string,
-    message: string,
-    readonly path?: string,
-    options?: ErrorOptions,
-  ) {
-    super(message, options);
-    this.name = "ShmError";
-  }
-}
-
-function hasCode(err: unknown, code: string): boolean {
-  return (err as NodeJS.ErrnoException | null)?.code === code;
-}
-
-/** Returns the Rust name of a Node architecture (`x64` → `x86_64`). */
-export function rustArch(nodeArch: string = process.arch): string {
-  const arch = RUST_ARCH[nodeArch as NodeJS.Architecture];
-  if (arch === undefined) {
-    throw new ShmError(
-      "SHM_UNKNOWN_ARCH",
-      `no Rust architecture name for Node arch "${nodeArch}"; ` +
-        `pass the arch option, e.g. { arch: "x86_64" }`,
-    );
-  }
-  return arch;
-}
-
-/** Returns the segment name `ktstr-KIND-ARCH-KEY` after checking each part. */
-export function segmentName(
-  key: string,
-  kind: SegmentKind,
-  arch: string = rustArch(),
-): string {
-  if (!KEY_PATTERN.test(key)) {
-    throw new ShmError(
-      "SHM_INVALID_KEY",
-      `image key "${key}" is invalid; expected 16 lower-case hex digits`,
-    );
-  }
-  if (kind !== "base" && kind !== "lz4") {
-    throw new ShmError(
-      "SHM_INVALID_OPTION",
-      `segment kind "${String(kind)}" is invalid; use "base" or "lz4"`,
-    );
-  }
-  if (!ARCH_PATTERN.test(arch)) {
-    throw new ShmError(
-      "SHM_INVALID_OPTION",
-      `arch "${arch}" is invalid; use a Rust target arch such as x86_64`,
-    );
-  }
-  return `ktstr-${kind}-${arch}-${key}`;
-}
-
-/** Returns the path of a segment in `options.shmDir`. */
-export function segmentPath(
-  key: string,
-  kind: SegmentKind,
-  options: ShmOptions = {},
-): string {
-  const name = segmentName(key, kind, options.arch ?? rustArch());
-  return join(options.shmDir ?? DEFAULT_SHM_DIR, name);
-}
-
-function lockDeadline(options: ShmOptions): number {
-  const timeout = options.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS;
-  if (!Number.isFinite(timeout) || timeout < 0) {
-    throw new ShmError(
-      "SHM_INVALID_OPTION",
-      `lockTimeoutMs ${timeout} is invalid; use a number of ms >= 0`,
-    );
-  }
-  return Date.now() + timeout;
-}
 
 function createMode(options: StoreOptions): number {
   const mode = options.mode ?? 0o600;
@@ -230,179 +121,6 @@ export function checkStoreOptions(options: StoreOptions): void {
   segmentName("0".repeat(16), "base", options.arch ?? rustArch());
   createMode(options);
   lockDeadline(options);
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/**
- * Waits for a lock by polling with LOCK_NB, because a blocking flock(2)
- * would stop the event loop and could not time out.
- */
-async function waitForLock(
-  fd: number,
-  operation: number,
-  deadline: number,
-  path: string,
-): Promise<void> {
-  let delay = 1;
-  // NOTE: polling gives no fairness, so a steady stream of overlapping
-  // readers can keep an exclusive waiter out until its timeout.
-  while (!tryFlock(fd, operation)) {
-    const left = deadline - Date.now();
-    if (left <= 0) {
-      const kind = operation === LOCK_EX ? "exclusive" : "shared";
-      throw new ShmError(
-        "SHM_LOCK_TIMEOUT",
-        `timed out waiting for a ${kind} lock on ${path}; find the ` +
-          `process that holds it with: fuser -v ${path}; stop it or ` +
-          `raise lockTimeoutMs`,
-        path,
-      );
-    }
-    await sleep(Math.min(delay, left));
-    delay = Math.min(delay * 2, MAX_POLL_MS);
-  }
-}
-
-/** True when `fd` is still the file at `path` (not unlinked or replaced). */
-function isCurrent(fd: number, path: string): boolean {
-  const opened = fs.fstatSync(fd, { bigint: true });
-  let named: fs.BigIntStats;
-  try {
-    named = fs.lstatSync(path, { bigint: true });
-  } catch (err) {
-    if (hasCode(err, "ENOENT")) return false;
-    throw err;
-  }
-  return opened.ino === named.ino && opened.dev === named.dev;
-}
-
-/**
- * Throws unless `stat` is a regular file of this user that no other user
- * can write, because /dev/shm is world-writable and any user can plant a
- * segment name.
- */
-function checkTrusted(stat: fs.Stats, path: string): void {
-  const remove = `remove it with: rm ${path}`;
-  if (stat.isSymbolicLink()) {
-    throw new ShmError(
-      "SHM_SYMLINK",
-      `${path} is a symbolic link, not a segment; ${remove}`,
-      path,
-    );
-  }
-  if (!stat.isFile()) {
-    throw new ShmError(
-      "SHM_NOT_REGULAR",
-      `${path} is not a regular file; ${remove}`,
-      path,
-    );
-  }
-  const uid = process.getuid?.();
-  if (uid !== undefined && stat.uid !== uid) {
-    throw new ShmError(
-      "SHM_FOREIGN_OWNER",
-      `${path} is owned by uid ${stat.uid}, not by this user ` +
-        `(uid ${uid}); ${remove} (as its owner or root)`,
-      path,
-    );
-  }
-  if ((stat.mode & 0o022) !== 0) {
-    const mode = (stat.mode & 0o777).toString(8);
-    throw new ShmError(
-      "SHM_UNSAFE_MODE",
-      `${path} has mode ${mode}, writable by group or others; ${remove}`,
-      path,
-    );
-  }
-}
-
-/**
- * Opens an existing segment read-only after checking that it can be
- * trusted. Returns null when it does not exist.
- */
-function openExisting(path: string): number | null {
-  let stat: fs.Stats;
-  try {
-    // lstat first, so nothing is opened through a symlink, FIFO or device.
-    stat = fs.lstatSync(path);
-  } catch (err) {
-    if (hasCode(err, "ENOENT")) return null;
-    throw err;
-  }
-  checkTrusted(stat, path);
-  let fd: number;
-  try {
-    fd = fs.openSync(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
-  } catch (err) {
-    if (hasCode(err, "ENOENT")) return null;
-    if (hasCode(err, "ELOOP")) checkTrusted(fs.lstatSync(path), path);
-    throw err;
-  }
-  try {
-    // The name may have been swapped between lstat and open.
-    checkTrusted(fs.fstatSync(fd), path);
-  } catch (err) {
-    fs.closeSync(fd);
-    throw err;
-  }
-  return fd;
-}
-
-/** Creates a new segment; returns null when the name already exists. */
-function createExclusive(path: string, mode: number): number | null {
-  let fd: number;
-  try {
-    fd = fs.openSync(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW, mode);
-  } catch (err) {
-    if (hasCode(err, "EEXIST")) return null;
-    throw err;
-  }
-  try {
-    // open(2) applies the umask; the requested mode must hold exactly.
-    fs.fchmodSync(fd, mode);
-  } catch (err) {
-    fs.closeSync(fd);
-    fs.rmSync(path, { force: true });
-    throw err;
-  }
-  return fd;
-}
-
-/** Reads `length` bytes at `position`; returns null at end of file. */
-function readExactly(
-  fd: number,
-  length: number,
-  position: number,
-): Buffer | null {
-  const buffer = Buffer.allocUnsafe(length);
-  let done = 0;
-  while (done < length) {
-    const n = fs.readSync(fd, buffer, done, length - done, position + done);
-    if (n === 0) return null;
-    done += n;
-  }
-  return buffer;
-}
-
-/** Returns a ReadAt over a descriptor, for checkSegmentFormat(). */
-function descriptorReader(fd: number): ReadAt {
-  return (position, length) => readExactly(fd, length, position);
-}
-
-type Validation = { ok: true; size: number } | { ok: false; reason: string };
-
-/**
- * Checks the segment behind `fd` by its format's headers. The caller
- * holds a lock, so only a process that ignores the lock can change it.
- */
-function validate(fd: number, kind: SegmentKind): Validation {
-  const size = fs.fstatSync(fd).size;
-  if (size === 0) return { ok: false, reason: "it is empty" };
-  const reason = checkSegmentFormat(kind, size, descriptorReader(fd));
-  return reason === null ? { ok: true, size } : { ok: false, reason };
 }
 
 async function writeAll(
@@ -619,40 +337,4 @@ function lockedImage(fd: number, path: string, bytes: Buffer): LoadedImage {
       fs.closeSync(fd);
     },
   };
-}
-
-/**
- * Removes segments of our name pattern (`ktstr-base-*`, `ktstr-lz4-*`)
- * that are not in `keep`, each only when a non-blocking exclusive lock
- * succeeds, so segments in use by other processes stay.
- */
-export function cleanupStale(options: CleanupOptions = {}): CleanupResult {
-  const dir = options.shmDir ?? DEFAULT_SHM_DIR;
-  const keep = new Set(options.keep ?? []);
-  const result: CleanupResult = { removed: [], inUse: [], skipped: [] };
-  for (const name of fs.readdirSync(dir).sort()) {
-    if (!SEGMENT_PATTERN.test(name) || keep.has(name)) continue;
-    const path = join(dir, name);
-    let fd: number | null;
-    try {
-      fd = openExisting(path);
-    } catch (err) {
-      if (!(err instanceof ShmError)) throw err;
-      result.skipped.push(name);
-      options.onWarning?.({ code: "SHM_STALE_SKIPPED", message: err.message, path });
-      continue;
-    }
-    if (fd === null) continue;
-    try {
-      if (!tryFlock(fd, LOCK_EX)) {
-        result.inUse.push(name);
-      } else if (isCurrent(fd, path)) {
-        fs.unlinkSync(path);
-        result.removed.push(name);
-      }
-    } finally {
-      fs.closeSync(fd);
-    }
-  }
-  return result;
 }
