@@ -1,0 +1,120 @@
+/** The stages of a full build, from the input files to the image. */
+import { appendFileSync } from "node:fs";
+import { Transform, type Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import Vinyl from "vinyl";
+import type { BuildConfig } from "../src/config.js";
+import { DigestCache, hashBytes } from "../src/input-key.js";
+import { Resolver } from "../src/resolve.js";
+import { writeSuffix } from "../src/suffix.js";
+import { cpio } from "./cpio.js";
+import { detectElf } from "./detect-elf.js";
+import { lz4Legacy } from "./lz4-legacy.js";
+import { metaOf, type ImageFacts } from "./meta.js";
+import { resolveLibs } from "./resolve-libs.js";
+import { fromFiles } from "./sources.js";
+import { stripDebug } from "./strip-debug.js";
+import type { BuildStatus } from "./summary.js";
+import type { InitramfsWarning, WarningHandler } from "./transform.js";
+import { validateIncludes } from "./validate-includes.js";
+
+/**
+ * Environment variable naming a file that gets one line per build that
+ * ran the stages ("build PID") or compressed only a suffix ("suffix
+ * PID"), so tests and benchmarks can count real builds.
+ */
+export const BUILD_LOG_ENV = "GULP_INITRAMFS_BUILD_LOG";
+
+/** State shared by the steps of one buildImage() call. */
+export interface Build {
+  config: BuildConfig;
+  files: Vinyl[];
+  key: string;
+  resolver: Resolver;
+  digests: DigestCache;
+  warn: WarningHandler;
+  warnings: InitramfsWarning[];
+}
+
+/** An image and the facts for its summary and record. */
+export interface Product {
+  status: BuildStatus;
+  baseSource?: "output" | "segment";
+  /** The whole image, or null when the file on disk is already it. */
+  image: Buffer | null;
+  facts: ImageFacts;
+  baseEntries: number;
+  strippedBefore: number;
+  strippedAfter: number;
+  /** SHA-256 of the uncompressed suffix, which the record keeps. */
+  suffixDigest: string;
+}
+
+/** Calls `inspect` on every file that passes, changing nothing. */
+function tap(inspect: (file: Vinyl) => void): Transform {
+  return new Transform({
+    objectMode: true,
+    transform(file: Vinyl, _encoding, callback) {
+      inspect(file);
+      callback(null, file);
+    },
+  });
+}
+
+export function logBuild(kind: "build" | "suffix"): void {
+  const log = process.env[BUILD_LOG_ENV];
+  if (log) appendFileSync(log, `${kind} ${process.pid}\n`);
+}
+
+/** Runs every stage on the inputs and returns the whole image. */
+export async function runStages(build: Build): Promise<Product> {
+  const { config, warn } = build;
+  let strippedBefore = 0;
+  let strippedAfter = 0;
+  let result: Vinyl | null = null;
+  const sizeOf = (file: Vinyl): number => {
+    const role = metaOf(file).role;
+    if (role !== "payload" && role !== "extra") return 0;
+    return file.isBuffer() ? file.contents.length : (file.stat?.size ?? 0);
+  };
+  const stages: (Readable | Transform)[] = [
+    fromFiles(build.files),
+    validateIncludes({ onWarning: warn }),
+    detectElf({ onWarning: warn }),
+    resolveLibs({ resolver: build.resolver, onWarning: warn }),
+    tap((file) => (strippedBefore += sizeOf(file))),
+    stripDebug({ onWarning: warn }),
+    tap((file) => (strippedAfter += sizeOf(file))),
+    // Streamed, so the uncompressed archive is never held whole.
+    cpio({ key: build.key, suffix: config, buffer: false, onWarning: warn }),
+    lz4Legacy({ level: config.level, onWarning: warn }),
+    tap((file) => (result = file)),
+  ];
+  logBuild("build");
+  await pipeline(stages);
+  const image = result as Vinyl | null;
+  if (!image || !image.isBuffer()) {
+    throw new Error("the pipeline emitted no image");
+  }
+  const facts = metaOf(image).image!;
+  const suffix = await suffixOf(config, facts.parts[0].archiveLength);
+  return {
+    status: "built",
+    image: image.contents,
+    facts,
+    baseEntries: facts.entries - suffix.entries,
+    strippedBefore,
+    strippedAfter,
+    suffixDigest: suffix.digest,
+  };
+}
+
+/** Returns the digest and entry count of the suffix for this config. */
+export async function suffixOf(
+  config: BuildConfig,
+  baseArchiveLength: number,
+) {
+  const writer = writeSuffix(config, baseArchiveLength);
+  const digest = hashBytes(await writer.toBuffer());
+  return { digest, entries: writer.entryCount };
+}
