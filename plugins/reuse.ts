@@ -5,10 +5,9 @@
 import { closeSync, openSync, readSync } from "node:fs";
 import type { BuildRecord } from "../src/build-record.js";
 import { readCpio } from "../src/cpio-reader.js";
-import { hashBytes } from "../src/input-key.js";
 import { decompressLegacy } from "../src/lz4.js";
 import { loadImage, storeImage, type StoreOptions } from "../src/shm.js";
-import { appendSuffix, writeSuffix } from "../src/suffix.js";
+import { appendSuffix } from "../src/suffix.js";
 import type { ImageFacts } from "./meta.js";
 import {
   logBuild,
@@ -53,15 +52,14 @@ async function withSuffix(
   const image = await appendSuffix(compressedBase, base.archiveLength, config, {
     level: config.level,
   });
-  const writer = writeSuffix(config, base.archiveLength);
-  const suffixArchive = await writer.toBuffer();
+  const suffix = await suffixOf(config, base.archiveLength);
   const facts = imageFacts(
     build.key,
     { ...base, length: compressedBase.length },
     {
       length: image.length - compressedBase.length,
-      archiveLength: suffixArchive.length,
-      entries: writer.entryCount,
+      archiveLength: suffix.archiveLength,
+      entries: suffix.entries,
     },
   );
   return {
@@ -69,7 +67,7 @@ async function withSuffix(
     image,
     facts,
     baseEntries: base.entries,
-    suffixDigest: hashBytes(suffixArchive),
+    suffixDigest: suffix.digest,
   };
 }
 

@@ -109,12 +109,16 @@ export async function runStages(build: Build): Promise<Product> {
   };
 }
 
-/** Returns the digest and entry count of the suffix for this config. */
+/** Returns the digest, length and entry count of this config's suffix. */
 export async function suffixOf(
   config: BuildConfig,
   baseArchiveLength: number,
 ) {
   const writer = writeSuffix(config, baseArchiveLength);
-  const digest = hashBytes(await writer.toBuffer());
-  return { digest, entries: writer.entryCount };
+  const archive = await writer.toBuffer();
+  return {
+    digest: hashBytes(archive),
+    archiveLength: archive.length,
+    entries: writer.entryCount,
+  };
 }
