@@ -305,11 +305,15 @@ export function buildStringTable(names: Iterable<string>): {
 
 export const EM_MIPS = 8;
 
-/** Field offsets of one symbol table entry (Elf32_Sym or Elf64_Sym). */
+const SYM64_LAYOUT = { st_name: 0, st_info: 4, st_shndx: 6 } as const;
+const SYM32_LAYOUT = { st_name: 0, st_info: 12, st_shndx: 14 } as const;
+
+/**
+ * Field offsets of one symbol table entry (Elf32_Sym or Elf64_Sym). The
+ * objects are shared because callers look them up once per symbol.
+ */
 export function symLayout(bits: 32 | 64) {
-  return bits === 64
-    ? { st_name: 0, st_info: 4, st_shndx: 6 }
-    : { st_name: 0, st_info: 12, st_shndx: 14 };
+  return bits === 64 ? SYM64_LAYOUT : SYM32_LAYOUT;
 }
 
 /** Size of one relocation entry of `sh_type` SHT_REL or SHT_RELA. */

@@ -12,8 +12,13 @@ import {
 } from "node:fs";
 import { ElfFormatError, type ByteSource } from "./elf.js";
 
-/** Chunk size of the streaming writer: bounded memory for any section. */
-const COPY_CHUNK = 8 << 20;
+/**
+ * Chunk size of the streaming writer: bounded memory for any section. A
+ * chunk that stays in a core's L2 cache between the read and the write
+ * copies faster than a larger one. In bench/strip.ts on a 2-core Xeon VM
+ * with 2 MiB of L2, 1 MiB chunks took about 10% less time than 8 MiB.
+ */
+const COPY_CHUNK = 1 << 20;
 
 /** Positioned reads that can fill a caller's buffer without a copy. */
 export interface StripInput extends ByteSource {
@@ -40,6 +45,17 @@ export interface StripPlan {
   copies: CopyOp[];
   blobs: BlobOp[];
   removed: string[];
+}
+
+/** Reads `length` bytes at `position` into a new buffer the caller owns. */
+export function readCopy(
+  input: StripInput,
+  position: number,
+  length: number,
+): Buffer {
+  const out = Buffer.allocUnsafe(length);
+  input.readInto(out, 0, position, length);
+  return out;
 }
 
 /** Wraps a buffer as a StripInput. */
@@ -87,16 +103,40 @@ export function fileInput(path: string): StripInput & { close(): void } {
   };
 }
 
-/** Renders a plan into one buffer; gaps between sections are zero. */
+/**
+ * Renders a plan into one buffer. Each copy is one positioned read into
+ * its final place, and only the gaps between sections are zeroed, since
+ * zeroing the whole buffer first would touch every page twice.
+ */
 export function renderPlan(input: StripInput, plan: StripPlan): Buffer {
-  const out = Buffer.alloc(plan.size);
+  const out = Buffer.allocUnsafe(plan.size);
+  zeroGaps(out, plan);
   for (const c of plan.copies) input.readInto(out, c.to, c.from, c.length);
   for (const b of plan.blobs) b.data.copy(out, b.to);
   return out;
 }
 
+/** Zeroes the bytes of `out` that no copy or blob of `plan` writes. */
+function zeroGaps(out: Buffer, plan: StripPlan): void {
+  const ranges = [
+    ...plan.copies.map((c) => ({ start: c.to, end: c.to + c.length })),
+    ...plan.blobs.map((b) => ({ start: b.to, end: b.to + b.data.length })),
+  ];
+  ranges.sort((a, b) => a.start - b.start);
+  let covered = 0;
+  for (const r of ranges) {
+    if (r.start > covered) out.fill(0, covered, r.start);
+    covered = Math.max(covered, r.end);
+  }
+  if (covered < out.length) out.fill(0, covered);
+}
+
 /** Writes a plan to an open file in bounded chunks. */
-export function writePlan(input: StripInput, plan: StripPlan, fd: number): void {
+export function writePlan(
+  input: StripInput,
+  plan: StripPlan,
+  fd: number,
+): void {
   ftruncateSync(fd, plan.size);
   const chunk = Buffer.allocUnsafe(Math.min(COPY_CHUNK, plan.size));
   for (const c of plan.copies) {

@@ -28,7 +28,7 @@ import {
   type SectionTable,
 } from "./elf-sections.js";
 import { UnsafeElfError } from "./strip-errors.js";
-import type { StripInput } from "./strip-io.js";
+import { readCopy, type StripInput } from "./strip-io.js";
 import { hasBytes, type Layout } from "./strip-layout.js";
 
 /** New contents and sh_info values of sections whose bytes change. */
@@ -52,7 +52,10 @@ export interface StripContext {
   keepSymbols: boolean;
 }
 
-/** One symbol table with its SHT_SYMTAB_SHNDX companion, if any. */
+/**
+ * One symbol table with its SHT_SYMTAB_SHNDX companion, if any. The
+ * buffers may be views of the input, so copy them before writing.
+ */
 interface SymbolTable {
   section: SectionHeader;
   bytes: Buffer;
@@ -89,9 +92,9 @@ function loadSymbolTable(ctx: StripContext, s: SectionHeader): SymbolTable {
         `extended index section ${shndx.index} does not match its symbols`,
       );
     }
-    xindex = Buffer.from(ctx.input.read(shndx.sh_offset, shndx.sh_size));
+    xindex = ctx.input.read(shndx.sh_offset, shndx.sh_size);
   }
-  const bytes = Buffer.from(ctx.input.read(s.sh_offset, s.sh_size));
+  const bytes = ctx.input.read(s.sh_offset, s.sh_size);
   return { section: s, bytes, count, shndx, xindex };
 }
 
@@ -151,12 +154,6 @@ export function rewriteSymbols(ctx: StripContext): void {
   }
 }
 
-/** The STT_* type of symbol `j`. */
-function symbolType(ctx: StripContext, t: SymbolTable, j: number): number {
-  const at = j * symSize(ctx.h.bits) + symLayout(ctx.h.bits).st_info;
-  return t.bytes[at] & 0xf;
-}
-
 /** Marks the symbols that kept relocations and groups of `t` refer to. */
 function referencedSymbols(ctx: StripContext, t: SymbolTable): Uint8Array {
   const used = new Uint8Array(t.count);
@@ -181,44 +178,80 @@ function referencedSymbols(ctx: StripContext, t: SymbolTable): Uint8Array {
   return used;
 }
 
-/**
- * Marks the symbols that `strip --strip-debug` (binutils 2.40) drops from
- * .symtab besides those of removed sections: STT_FILE symbols, and
- * STT_SECTION symbols that no relocation or group refers to.
- */
-function markDebugSymbols(ctx: StripContext, t: SymbolTable, drop: Uint8Array) {
-  if (ctx.keepSymbols || t.section.sh_type !== SHT_SYMTAB) return;
-  let used: Uint8Array | null = null;
-  for (let j = 1; j < t.count; j++) {
-    const type = symbolType(ctx, t, j);
-    if (type === STT_FILE) drop[j] = 1;
-    if (type !== STT_SECTION) continue;
-    used ??= referencedSymbols(ctx, t);
-    if (!used[j]) drop[j] = 1;
-  }
+/** The section of each symbol of one table and the symbols that go. */
+interface SymbolChanges {
+  /** Section of each symbol, -1 for none. */
+  sections: Int32Array;
+  /** 1 for each symbol to drop. */
+  drop: Uint8Array;
+  dropped: number;
+  /** Whether some kept symbol's section gets a new index. */
+  renumbered: boolean;
 }
 
-function rewriteSymbolTable(ctx: StripContext, t: SymbolTable): void {
+/**
+ * Decodes st_shndx of every symbol and marks the symbols to drop. Those
+ * are the symbols of removed sections, plus what `strip --strip-debug`
+ * (binutils 2.40) drops from .symtab: STT_FILE symbols, and STT_SECTION
+ * symbols that no relocation or group refers to. All of it happens in one
+ * loop that decodes the common st_shndx values itself, because the loop
+ * runs once per symbol, mostly before the JIT has compiled it.
+ */
+function classifySymbols(ctx: StripContext, t: SymbolTable): SymbolChanges {
   const sections = new Int32Array(t.count).fill(-1);
   const drop = new Uint8Array(t.count);
-  markDebugSymbols(ctx, t, drop);
-  let changed = false;
+  const entsize = symSize(ctx.h.bits);
+  const { st_info, st_shndx } = symLayout(ctx.h.bits);
+  const dropDebug = !ctx.keepSymbols && t.section.sh_type === SHT_SYMTAB;
+  const sectionCount = ctx.table.sections.length;
+  const littleEndian = ctx.w.littleEndian;
+  const { bytes: b, count } = t;
+  const map = ctx.map;
+  let used: Uint8Array | null = null;
   let dropped = 0;
-  for (let j = 1; j < t.count; j++) {
-    const index = symbolSection(ctx, t, j);
+  let renumbered = false;
+
+  for (let j = 1; j < count; j++) {
+    const at = j * entsize + st_shndx;
+    const raw = littleEndian
+      ? b[at] | (b[at + 1] << 8)
+      : (b[at] << 8) | b[at + 1];
+    const ordinary = raw !== SHN_UNDEF && raw < SHN_LORESERVE;
+    let index = -1;
+    if (ordinary && raw < sectionCount) {
+      index = raw;
+    } else if (ordinary || raw === SHN_XINDEX) {
+      index = symbolSection(ctx, t, j);
+    }
     sections[j] = index;
+
+    if (dropDebug) {
+      const type = b[j * entsize + st_info] & 0xf;
+      if (type === STT_FILE) drop[j] = 1;
+      if (type === STT_SECTION) {
+        used ??= referencedSymbols(ctx, t);
+        if (!used[j]) drop[j] = 1;
+      }
+    }
+
     if (drop[j]) {
       dropped++;
     } else if (index < 0) {
       continue;
-    } else if (ctx.removed.has(index)) {
+    } else if (map[index] < 0) {
       drop[j] = 1;
       dropped++;
-    } else if (ctx.map[index] !== index) {
-      changed = true;
+    } else if (map[index] !== index) {
+      renumbered = true;
     }
   }
-  if (!changed && dropped === 0) return;
+  return { sections, drop, dropped, renumbered };
+}
+
+function rewriteSymbolTable(ctx: StripContext, t: SymbolTable): void {
+  const changes = classifySymbols(ctx, t);
+  const { sections, dropped, renumbered } = changes;
+  if (!renumbered && dropped === 0) return;
   if (ctx.layout.inSegment[t.section.index]) {
     throw new UnsafeElfError(
       "STRIP_UNSUPPORTED",
@@ -227,47 +260,98 @@ function rewriteSymbolTable(ctx: StripContext, t: SymbolTable): void {
     );
   }
   if (dropped === 0) {
-    for (let j = 0; j < t.count; j++) {
-      const index = sections[j];
-      if (index >= 0) setSymbolSection(ctx, t.bytes, t.xindex, j, ctx.map[index]);
-    }
-    ctx.edits.contents.set(t.section.index, t.bytes);
-    if (t.shndx && t.xindex) ctx.edits.contents.set(t.shndx.index, t.xindex);
+    const bytes = Buffer.from(t.bytes);
+    const xindex = t.xindex && Buffer.from(t.xindex);
+    storeSymbolSections(ctx, bytes, xindex, sections, null);
+    ctx.edits.contents.set(t.section.index, bytes);
+    if (t.shndx && xindex) ctx.edits.contents.set(t.shndx.index, xindex);
     return;
   }
-  compactSymbolTable(ctx, t, sections, drop);
+  compactSymbolTable(ctx, t, changes);
 }
 
 /** Writes the symbol table without the symbols of removed sections. */
 function compactSymbolTable(
   ctx: StripContext,
   t: SymbolTable,
-  sections: Int32Array,
-  drop: Uint8Array,
+  changes: SymbolChanges,
 ): void {
+  const { sections, drop, dropped, renumbered } = changes;
   const entsize = symSize(ctx.h.bits);
-  const renumber = new Int32Array(t.count).fill(-1);
-  let kept = 0;
-  let locals = 0;
-  for (let j = 0; j < t.count; j++) {
-    if (drop[j]) continue;
-    renumber[j] = kept++;
-    if (j < t.section.sh_info) locals++;
+  const { bytes, renumber, droppedSymbols } = compactEntries(
+    t,
+    entsize,
+    drop,
+    dropped,
+  );
+  let locals = Math.min(t.section.sh_info, t.count);
+  for (const j of droppedSymbols) if (j < t.section.sh_info) locals--;
+  const xindex = t.xindex ? Buffer.alloc((t.count - dropped) * 4) : null;
+  if (renumbered || xindex) {
+    storeSymbolSections(ctx, bytes, xindex, sections, renumber);
   }
-  const bytes = Buffer.alloc(kept * entsize);
-  const xindex = t.xindex ? Buffer.alloc(kept * 4) : null;
-  for (let j = 0; j < t.count; j++) {
-    const k = renumber[j];
-    if (k < 0) continue;
-    t.bytes.copy(bytes, k * entsize, j * entsize, (j + 1) * entsize);
-    const index = sections[j];
-    if (index >= 0) setSymbolSection(ctx, bytes, xindex, k, ctx.map[index]);
-  }
-  rebuildSymbolNames(ctx, t, drop, bytes);
+  rebuildSymbolNames(ctx, t, droppedSymbols, bytes);
   ctx.edits.contents.set(t.section.index, bytes);
   ctx.edits.info.set(t.section.index, locals);
   if (t.shndx && xindex) ctx.edits.contents.set(t.shndx.index, xindex);
   renumberSymbolUsers(ctx, t, renumber);
+}
+
+/**
+ * Writes the renumbered section of every kept symbol into `bytes`, where
+ * symbol j sits at `renumber[j]`, or at j when `renumber` is null. Without
+ * an extended index table an unchanged index is already in place.
+ */
+function storeSymbolSections(
+  ctx: StripContext,
+  bytes: Buffer,
+  xindex: Buffer | null,
+  sections: Int32Array,
+  renumber: Int32Array | null,
+): void {
+  for (let j = 0; j < sections.length; j++) {
+    const k = renumber ? renumber[j] : j;
+    const index = sections[j];
+    if (k < 0 || index < 0) continue;
+    const newIndex = ctx.map[index];
+    if (newIndex !== index || xindex) {
+      setSymbolSection(ctx, bytes, xindex, k, newIndex);
+    }
+  }
+}
+
+/**
+ * Copies the entries of `t` that `drop` keeps into a new buffer. Returns
+ * it with the new index of each symbol, -1 for a dropped one, and the
+ * dropped symbols in order. Entries move in runs by copyWithin(), since
+ * most symbols stay and a Buffer.copy() call per entry would dominate.
+ */
+function compactEntries(
+  t: SymbolTable,
+  entsize: number,
+  drop: Uint8Array,
+  dropped: number,
+) {
+  const renumber = new Int32Array(t.count).fill(-1);
+  const droppedSymbols = new Int32Array(dropped);
+  const out = Buffer.allocUnsafe(t.bytes.length);
+  out.set(t.bytes);
+  let kept = 0;
+  let runStart = 0;
+  for (let j = 0; j <= t.count; j++) {
+    if (j < t.count && !drop[j]) {
+      renumber[j] = kept++;
+      continue;
+    }
+    const newStart = kept - (j - runStart);
+    if (j > runStart && newStart !== runStart) {
+      out.copyWithin(newStart * entsize, runStart * entsize, j * entsize);
+    }
+    if (j < t.count) droppedSymbols[j - kept] = j;
+    runStart = j + 1;
+  }
+  const bytes = out.subarray(0, kept * entsize);
+  return { bytes, renumber, droppedSymbols };
 }
 
 /**
@@ -277,7 +361,7 @@ function compactSymbolTable(
 function rebuildSymbolNames(
   ctx: StripContext,
   t: SymbolTable,
-  drop: Uint8Array,
+  droppedSymbols: Int32Array,
   bytes: Buffer,
 ): void {
   const symtab = t.section;
@@ -304,15 +388,22 @@ function rebuildSymbolNames(
   const old = ctx.input.read(strtab.sh_offset, strtab.sh_size);
   const entsize = symSize(ctx.h.bits);
   let freed = 0;
-  for (let j = 1; j < t.count; j++) {
-    const offset = drop[j] ? u32At(ctx.w, t.bytes, j * entsize) : 0;
+  for (const j of droppedSymbols) {
+    const offset = u32At(ctx.w, t.bytes, j * entsize);
     if (offset > 0 && offset < old.length) {
-      freed += old.indexOf(0, offset) - offset + 1;
+      // The typed array method skips the argument handling that Buffer's
+      // indexOf() adds to each call.
+      freed += Uint8Array.prototype.indexOf.call(old, 0, offset) - offset + 1;
     }
   }
   // Sorting a large table costs more than the few bytes it would save,
-  // so it stays as it is when the dropped names are under 1% of it.
-  if (freed * 100 < old.length) return;
+  // so it stays as it is when the dropped names are under 1% of it. The
+  // bytes just read become its contents, so the output does not read the
+  // table a second time.
+  if (freed * 100 < old.length) {
+    ctx.edits.contents.set(strtab.index, old);
+    return;
+  }
   const names: string[] = [];
   for (let at = 0; at < bytes.length; at += entsize) {
     names.push(stringAt(old, u32At(ctx.w, bytes, at)));
@@ -379,7 +470,7 @@ function renumberRelocations(
         `its symbols are renumbered`,
     );
   }
-  const bytes = Buffer.from(ctx.input.read(s.sh_offset, s.sh_size));
+  const bytes = readCopy(ctx.input, s.sh_offset, s.sh_size);
   const rel = new RelocationSymbols(
     ctx.h.bits,
     ctx.h.littleEndian,
