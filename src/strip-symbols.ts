@@ -463,22 +463,29 @@ function renumberRelocations(
       `relocation section ${s.index} (${s.name}) has invalid entry size`,
     );
   }
-  if (ctx.layout.inSegment[s.index]) {
-    throw new UnsafeElfError(
-      "STRIP_UNSUPPORTED",
-      `relocation section ${s.index} (${s.name}) lies in a segment but ` +
-        `its symbols are renumbered`,
-    );
-  }
   const bytes = readCopy(ctx.input, s.sh_offset, s.sh_size);
   const rel = new RelocationSymbols(
     ctx.h.bits,
     ctx.h.littleEndian,
     ctx.h.e_machine,
   );
+  let changed = false;
   for (let at = 0; at < bytes.length; at += entsize) {
     const sym = rel.get(bytes, at);
-    if (sym !== 0) rel.set(bytes, at, symbol(sym));
+    if (sym === 0 || symbol(sym) === sym) continue;
+    changed = true;
+    rel.set(bytes, at, symbol(sym));
+  }
+  if (!changed) return;
+  // A static binary's .rela.plt is loaded, so its bytes must stay; that
+  // is safe only while none of its symbol indices changes (IRELATIVE
+  // relocations use symbol 0).
+  if (ctx.layout.inSegment[s.index]) {
+    throw new UnsafeElfError(
+      "STRIP_UNSUPPORTED",
+      `relocation section ${s.index} (${s.name}) lies in a segment but ` +
+        `its symbols are renumbered`,
+    );
   }
   ctx.edits.contents.set(s.index, bytes);
 }

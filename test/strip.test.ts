@@ -115,6 +115,16 @@ describe("stripDebugFile on gcc output", () => {
     await assertLikeBinutils(exe, out);
   });
 
+  it("keeps a static -g3 executable running", async () => {
+    // A static binary's .rela.plt lies in a loaded segment and links to
+    // .symtab; its IRELATIVE relocations use symbol 0, so it may stay.
+    const exe = compileC(HELLO, join(dir, "static"), ["-g3", "-static"]);
+    const out = stripTo(exe);
+    assert.equal(run(out, []).toString(), "answer 42\n");
+    assertNoDebug(out);
+    await assertLikeBinutils(exe, out);
+  });
+
   it("keeps a shared library loadable", async () => {
     const lib = compileC(LIBRARY, join(dir, "libscale.so"), [
       "-g3",
