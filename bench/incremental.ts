@@ -10,56 +10,23 @@
  *
  * "Cold" means no cached build; the input stays in the page cache.
  */
-import { execFileSync, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import {
-  closeSync,
   mkdtempSync,
-  openSync,
   rmSync,
   statSync,
-  writeSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
+import { buildDebugBinary } from "./helpers/debug-binary.js";
 import { join, resolve } from "node:path";
 import { recordPath } from "../src/build-record.js";
 
 const REPO = resolve(__dirname, "..");
 const GULP = join(REPO, "node_modules", ".bin", "gulp");
-/** Size of the added debug section: with node's ~100 MB, about 1 GB. */
-const JUNK_BYTES = 900 << 20;
 const COLD_ROUNDS = 2;
 const WARM_ROUNDS = 3;
 const TARGET = 0.05;
 
-/** Writes `size` bytes of a non-zero pattern, 8 MiB per write. */
-function writePattern(path: string, size: number): void {
-  const chunk = Buffer.alloc(8 << 20);
-  for (let i = 0; i < chunk.length; i++) chunk[i] = (i * 251 + 7) & 0xff;
-  const fd = openSync(path, "w");
-  try {
-    for (let done = 0; done < size; done += chunk.length) {
-      writeSync(fd, chunk, 0, Math.min(chunk.length, size - done));
-    }
-  } finally {
-    closeSync(fd);
-  }
-}
-
-function debugBinary(dir: string): string {
-  const junk = join(dir, "junk");
-  const binary = join(dir, "big-node");
-  writePattern(junk, JUNK_BYTES);
-  execFileSync("objcopy", [
-    "--add-section",
-    `.debug_junk=${junk}`,
-    "--set-section-flags",
-    ".debug_junk=noload,readonly",
-    process.execPath,
-    binary,
-  ]);
-  rmSync(junk);
-  return binary;
-}
 
 /** Runs gulp with `args` from the repository; returns seconds and output. */
 function timedGulp(args: string[]): { seconds: number; output: string } {
@@ -88,7 +55,7 @@ const best = (values: number[]): number => Math.min(...values);
 export async function run(): Promise<string> {
   const dir = mkdtempSync(join(tmpdir(), "bench-incremental-"));
   try {
-    const binary = debugBinary(dir);
+    const binary = buildDebugBinary(dir);
     const out = join(dir, "image.lz4");
     const build = ["initramfs", "--init", binary, "--out", out];
     const tasks: number[] = [];

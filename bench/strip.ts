@@ -10,24 +10,20 @@
  * wall time. Every run writes a new output file: overwriting the previous
  * one would add the file system's truncation and writeback of it.
  */
-import { execFileSync, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import {
-  closeSync,
   existsSync,
   mkdtempSync,
-  openSync,
   rmSync,
   statSync,
   writeFileSync,
-  writeSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
+import { buildDebugBinary } from "./helpers/debug-binary.js";
 import { join } from "node:path";
 import { stripDebugFile, stripDebugToFile } from "../src/strip.js";
 
 const GNU_TIME = "/usr/bin/time";
-/** Size of the added debug section: with node's ~100 MB, about 1 GB. */
-const JUNK_BYTES = 900 << 20;
 /** Rounds per tool. The table shows medians because the host is shared. */
 const ROUNDS = 3;
 /** Prefix of the line a child prints with its in-process time. */
@@ -41,39 +37,6 @@ interface Measure {
   inProcessSeconds?: number;
 }
 
-/** Writes `size` bytes of a repeating non-zero pattern in 8 MiB chunks. */
-function writeJunk(path: string, size: number): void {
-  const chunk = Buffer.alloc(8 << 20);
-  for (let i = 0; i < chunk.length; i++) chunk[i] = (i * 131) & 0xff;
-  const fd = openSync(path, "w");
-  try {
-    for (let done = 0; done < size; done += chunk.length) {
-      writeSync(fd, chunk, 0, Math.min(chunk.length, size - done));
-    }
-  } finally {
-    closeSync(fd);
-  }
-}
-
-function buildInput(dir: string): string {
-  const junk = join(dir, "junk");
-  const input = join(dir, "big");
-  writeJunk(junk, JUNK_BYTES);
-  execFileSync("objcopy", [
-    "--add-section",
-    `.debug_junk=${junk}`,
-    "--set-section-flags",
-    ".debug_junk=noload,readonly",
-    process.execPath,
-    input,
-  ]);
-  rmSync(junk);
-  const sections = execFileSync("readelf", ["-SW", input]).toString();
-  if (!sections.includes(".debug_junk")) {
-    throw new Error(`${input}: objcopy did not add .debug_junk`);
-  }
-  return input;
-}
 
 /**
  * Runs a command under GNU time and parses wall time and peak RSS, plus
@@ -127,7 +90,7 @@ export async function run(): Promise<string> {
   }
   const dir = mkdtempSync(join(tmpdir(), "bench-strip-"));
   try {
-    const input = buildInput(dir);
+    const input = buildDebugBinary(dir);
     const ours = join(dir, "ours");
     const theirs = join(dir, "theirs");
     const bundle = join(dir, "child.js");

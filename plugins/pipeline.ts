@@ -33,24 +33,17 @@ export {
   type BuildSummary,
 } from "./summary.js";
 
-/**
- * Shared-memory settings that a BuildConfig may carry. Without shmDir,
- * the GULP_INITRAMFS_SHM_DIR environment variable, else /dev/shm.
- */
-interface ShmSettings {
-  shmDir?: string;
-  arch?: string;
-  shmMode?: 0o600 | 0o644;
-}
-
 export const SHM_DIR_ENV = "GULP_INITRAMFS_SHM_DIR";
 
+/**
+ * Returns the segment options of a config. Without shmDir, the
+ * GULP_INITRAMFS_SHM_DIR environment variable, else /dev/shm.
+ */
 function shmOptions(config: BuildConfig, warn: WarningHandler): StoreOptions {
-  const settings = config as BuildConfig & ShmSettings;
   return {
-    shmDir: settings.shmDir ?? (process.env[SHM_DIR_ENV] || undefined),
-    arch: settings.arch,
-    mode: settings.shmMode,
+    shmDir: config.shmDir ?? (process.env[SHM_DIR_ENV] || undefined),
+    arch: config.arch,
+    mode: config.shmMode,
     onWarning: ({ code, message, path }) =>
       warn({ code, message, fileName: path }),
   };
@@ -118,6 +111,7 @@ export async function buildImage(
     files,
     key: "",
     resolver: new Resolver({
+      sysroot: config.sysroot,
       onWarning: (w) => warn({ code: w.code, message: w.message, fileName: w.path }),
     }),
     digests: new DigestCache(record?.digests),

@@ -49,6 +49,11 @@ export interface BuildConfig extends SuffixParams {
   arch?: string;
   /** LZ4 level: 0 to 2 fast (default 1), 3 to 12 HC, as `lz4 -N`. */
   level?: number;
+  /**
+   * Root that interpreters, RPATHs, ld.so.cache and library directories
+   * are looked up in, for binaries of another system; default "/".
+   */
+  sysroot?: string;
   /** Directory that relative paths are taken from. */
   cwd: string;
 }
@@ -79,6 +84,7 @@ const STRING_KEYS = {
   out: "out",
   "shm-dir": "shmDir",
   arch: "arch",
+  sysroot: "sysroot",
 } as const;
 
 /** Flags whose value is a number, with the key they set. */
@@ -332,6 +338,7 @@ export function parseConfigObject(json: unknown): PartialConfig {
         break;
       case "shmDir":
       case "arch":
+      case "sysroot":
         out[key] = expectString(key, value);
         break;
       case "level":
@@ -426,6 +433,7 @@ export function loadConfig(argv: string[], cwd = process.cwd()): BuildConfig {
     shmMode: merged.shmMode,
     arch: merged.arch,
     level: merged.level,
+    sysroot: merged.sysroot === undefined ? undefined : abs(merged.sysroot),
     cwd,
   };
 }

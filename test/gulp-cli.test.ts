@@ -1,6 +1,13 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { join, resolve } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { readCpio } from "../src/cpio-reader.js";
@@ -159,6 +166,40 @@ describe("gulp initramfs with a config file", () => {
   test("paths resolve from --cwd", () => {
     const init = imageEntry(flagOut, "init");
     assert.ok(init?.data.includes("INIT_MARKER"));
+  });
+});
+
+describe("gulp initramfs --sysroot", () => {
+  test("libraries come from the sysroot", () => {
+    const root = join(tmp.dir, "sysroot");
+    const libDir = join(root, "usr", "lib", "x86_64-linux-gnu");
+    mkdirSync(libDir, { recursive: true });
+    mkdirSync(join(root, "lib64"), { recursive: true });
+    for (const name of ["libc.so.6", "ld-linux-x86-64.so.2"]) {
+      writeFileSync(join(libDir, name), readFileSync(`/lib/x86_64-linux-gnu/${name}`));
+    }
+    symlinkSync(
+      "../usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+      join(root, "lib64", "ld-linux-x86-64.so.2"),
+    );
+    // A library that exists only inside the sysroot.
+    compileC("int only(void) { return 1; }\n", join(libDir, "libonly.so"), [
+      "-shared", "-fPIC", "-Wl,-soname,libonly.so",
+    ]);
+    const program = join(root, "test");
+    compileC("int only(void);\nint main(void) { return only(); }\n", program, [], [
+      `-L${libDir}`, "-lonly",
+    ]);
+    const out = join(tmp.dir, "sysroot.lz4");
+    const result = gulp([
+      "initramfs", "--init", program, "--sysroot", root, "--out", out,
+    ]);
+    assert.equal(result.status, 0, result.stdout + result.stderr);
+    assert.doesNotMatch(result.stdout + result.stderr, /LIB_NOT_FOUND/);
+    const names = imageEntries(out).map((entry) => entry.name);
+    assert.ok(names.includes("usr/lib/x86_64-linux-gnu/libonly.so"), names.join(" "));
+    assert.ok(names.includes("usr/lib/x86_64-linux-gnu/libc.so.6"));
+    assert.ok(!names.some((name) => name.startsWith("tmp/")), names.join(" "));
   });
 });
 
