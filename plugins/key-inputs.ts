@@ -41,6 +41,26 @@ function closureOf(hostPath: string, resolver: Resolver): Closure | null {
 }
 
 /**
+ * Lists the host files whose contents keyInputs() digests: each input
+ * read from disk and the interpreter and libraries of its closure.
+ * Resolving here fills the resolver's cache for keyInputs().
+ */
+export function keyHostPaths(files: Vinyl[], resolver: Resolver): string[] {
+  const paths: string[] = [];
+  for (const file of files) {
+    if (file.isDirectory() || file.isSymbolic() || file.isBuffer()) continue;
+    const hostPath = hostPathOf(file);
+    paths.push(hostPath);
+    const role = metaOf(file).role ?? "include";
+    const closure = role === "library" ? null : closureOf(hostPath, resolver);
+    if (!closure) continue;
+    for (const library of closure.libraries) paths.push(library.hostPath);
+    if (closure.interpreter) paths.push(closure.interpreter.hostPath);
+  }
+  return paths;
+}
+
+/**
  * Collects what the input key covers: each file's archive path, role,
  * permission bits and content digest, and the resolved closure of each
  * dynamic ELF file, the way resolveLibs() will pack it.

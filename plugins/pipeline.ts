@@ -16,7 +16,7 @@ import {
   segmentPath,
   type StoreOptions,
 } from "../src/shm.js";
-import { keyInputs } from "./key-inputs.js";
+import { keyHostPaths, keyInputs } from "./key-inputs.js";
 import { metaOf } from "./meta.js";
 import { buildThroughSegment, reuseOutput, storeReused } from "./reuse.js";
 import { ARCHIVE_ROOT, archiveFile, configFiles } from "./sources.js";
@@ -118,6 +118,8 @@ export async function buildImage(
     warn,
     warnings,
   };
+  // Hashing on all cores first lets keyInputs() find every digest.
+  await build.digests.prefetch(keyHostPaths(files, build.resolver));
   build.key = inputKey(
     keyInputs(files, build.resolver, build.digests, { level: config.level ?? 1 }),
   );

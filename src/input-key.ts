@@ -12,6 +12,8 @@ import {
   statSync,
   type BigIntStats,
 } from "node:fs";
+import { availableParallelism } from "node:os";
+import { hashFilesInParallel } from "./hash-pool.js";
 import { contentKey, newContentHash } from "./key.js";
 
 /** A content digest together with the file identity it was taken of. */
@@ -77,6 +79,8 @@ const RACY_MARGIN_NS = 100_000_000n;
 export class DigestCache {
   readonly #previous: DigestEntries;
   readonly #used: DigestEntries = {};
+  /** Digests hashed ahead by prefetch(), with the stat taken before. */
+  readonly #prefetched = new Map<string, Prefetched>();
   #hashed = 0;
 
   /** Starts from the entries a previous run saved, if any. */
@@ -89,22 +93,73 @@ export class DigestCache {
     return this.#hashed;
   }
 
+  /** Number of files that prefetch() hashed on worker threads. */
+  get prefetchedFiles(): number {
+    return this.#prefetched.size;
+  }
+
   /** Entries of the files digested through this cache, to save. */
   entries(): DigestEntries {
     return { ...this.#used };
+  }
+
+  /** Returns the saved entry for a file whose identity is unchanged. */
+  #cached(stat: BigIntStats): DigestEntry | undefined {
+    const id = `${stat.dev}:${stat.ino}`;
+    const cached = this.#previous[id] ?? this.#used[id];
+    return cached !== undefined && sameIdentity(cached, stat) ? cached : undefined;
+  }
+
+  /**
+   * Hashes, on worker threads, the files among `paths` that the cache
+   * cannot answer for, so that the digest() calls that follow find them.
+   * Below PREFETCH_MIN_BYTES in all it does nothing: starting threads
+   * would cost more than hashing on this thread.
+   */
+  async prefetch(paths: string[], threads = availableParallelism()) {
+    const wanted = new Map<string, Prefetched>();
+    let bytes = 0;
+    for (const path of new Set(paths)) {
+      let before: BigIntStats;
+      try {
+        before = statSync(path, { bigint: true });
+      } catch {
+        continue; // digest() reports the error when it gets there.
+      }
+      const cached = this.#cached(before);
+      if (cached !== undefined || !before.isFile()) continue;
+      const startedNs = BigInt(Date.now()) * 1_000_000n;
+      wanted.set(path, { before, startedNs, sha256: "" });
+      bytes += Number(before.size);
+    }
+    if (wanted.size < 2 || bytes < PREFETCH_MIN_BYTES) return;
+    const files = [...wanted].map(([path, p]) => ({
+      path,
+      size: Number(p.before.size),
+    }));
+    const digests = await hashFilesInParallel(files, threads);
+    for (const [path, sha256] of digests) {
+      this.#prefetched.set(path, { ...wanted.get(path)!, sha256 });
+    }
   }
 
   /** Returns the SHA-256 (hex) of the file at `path`, symlinks followed. */
   digest(path: string): string {
     const before = statSync(path, { bigint: true });
     const id = `${before.dev}:${before.ino}`;
-    const cached = this.#previous[id] ?? this.#used[id];
-    if (cached !== undefined && sameIdentity(cached, before)) {
+    const cached = this.#cached(before);
+    if (cached !== undefined) {
       this.#used[id] = cached;
       return cached.sha256;
     }
-    const startedNs = BigInt(Date.now()) * 1_000_000n;
-    const sha256 = hashFile(path);
+    const ahead = this.#prefetched.get(path);
+    let startedNs = BigInt(Date.now()) * 1_000_000n;
+    let sha256: string;
+    if (ahead !== undefined && sameStat(ahead.before, before)) {
+      ({ startedNs, sha256 } = ahead);
+    } else {
+      sha256 = hashFile(path);
+    }
     this.#hashed += 1;
     const after = statSync(path, { bigint: true });
     const entry = identityOf(after, sha256);
@@ -113,6 +168,29 @@ export class DigestCache {
     if (!changed && !racy) this.#used[id] = entry;
     return sha256;
   }
+}
+
+/** A digest hashed by prefetch(), with what was known when it started. */
+interface Prefetched {
+  before: BigIntStats;
+  startedNs: bigint;
+  sha256: string;
+}
+
+/**
+ * Bytes to hash below which prefetch() leaves the work to digest(); an
+ * estimate of what starting two worker threads costs (about 30 ms each).
+ */
+const PREFETCH_MIN_BYTES = 64 << 20;
+
+function sameStat(a: BigIntStats, b: BigIntStats): boolean {
+  return (
+    a.dev === b.dev &&
+    a.ino === b.ino &&
+    a.size === b.size &&
+    a.mtimeNs === b.mtimeNs &&
+    a.ctimeNs === b.ctimeNs
+  );
 }
 
 function identityOf(stat: BigIntStats, sha256: string): DigestEntry {

@@ -50,6 +50,41 @@ function digestAgain(first: DigestCache, path: string): DigestCache {
   return second;
 }
 
+describe("DigestCache prefetch", () => {
+  it("hashes like sha256sum on threads", () =>
+    withDir(async (dir) => {
+      const paths = [0, 1, 2].map((i) => join(dir, `big${i}`));
+      paths.forEach((path, i) => fs.writeFileSync(path, Buffer.alloc(40 << 20, i + 1)));
+      const cache = new DigestCache();
+      await cache.prefetch(paths, 2);
+      assert.equal(cache.prefetchedFiles, 3);
+      for (const path of paths) {
+        const expected = run("sha256sum", [path]).toString().split(" ")[0];
+        assert.equal(cache.digest(path), expected);
+      }
+      assert.equal(cache.hashedFiles, 3);
+    }));
+
+  it("rehashes a file changed after prefetch", () =>
+    withDir(async (dir) => {
+      const paths = [0, 1].map((i) => join(dir, `big${i}`));
+      paths.forEach((path) => fs.writeFileSync(path, Buffer.alloc(40 << 20, 1)));
+      const cache = new DigestCache();
+      await cache.prefetch(paths, 2);
+      fs.writeFileSync(paths[0], Buffer.alloc(40 << 20, 9));
+      const expected = run("sha256sum", [paths[0]]).toString().split(" ")[0];
+      assert.equal(cache.digest(paths[0]), expected);
+    }));
+
+  it("skips missing paths without throwing", () =>
+    withDir(async (dir) => {
+      const cache = new DigestCache();
+      await cache.prefetch([join(dir, "absent"), join(dir, "gone")], 2);
+      assert.equal(cache.prefetchedFiles, 0);
+      assert.throws(() => cache.digest(join(dir, "absent")), /ENOENT/);
+    }));
+});
+
 describe("DigestCache", () => {
   it("matches sha256sum", () =>
     withDir(async (dir) => {
