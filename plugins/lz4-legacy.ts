@@ -13,6 +13,12 @@ import {
 } from "./transform.js";
 
 export interface Lz4LegacyOptions extends Omit<Lz4Options, "onWarning"> {
+  /**
+   * Receives the compressed bytes of a streamed image in order, as they
+   * are produced, so a caller can write them out while compression goes
+   * on. The file still gets the whole image as a Buffer.
+   */
+  sink?: (chunk: Buffer) => Promise<void> | void;
   /** Appended to the file name. Default ".lz4". */
   extension?: string;
   onWarning?: WarningHandler;
@@ -28,7 +34,7 @@ export interface Lz4LegacyOptions extends Omit<Lz4Options, "onWarning"> {
  * stream contents stay a stream.
  */
 export function lz4Legacy(options: Lz4LegacyOptions = {}) {
-  const { extension = ".lz4", onWarning, ...codec } = options;
+  const { extension = ".lz4", onWarning, sink, ...codec } = options;
   return pluginStream(
     (warn) => ({
       async transform(file, push) {
@@ -44,7 +50,7 @@ export function lz4Legacy(options: Lz4LegacyOptions = {}) {
           const source = file.contents as unknown as AsyncIterable<Buffer>;
           (file as Vinyl).contents =
             image && image.compression === "none"
-              ? await compressStreamParts(source, image, lz4)
+              ? await compressStreamParts(source, image, lz4, sink)
               : compressLegacyReadable(source, lz4);
         } else if (image && image.compression === "none") {
           file.contents = await compressParts(file, lz4);
@@ -118,6 +124,7 @@ async function compressStreamParts(
   source: AsyncIterable<Buffer>,
   image: ImageFacts,
   options: Lz4Options,
+  sink?: (chunk: Buffer) => Promise<void> | void,
 ): Promise<Buffer> {
   const splitter = new ByteSplitter(source[Symbol.asyncIterator]());
   const out: Buffer[] = [];
@@ -126,8 +133,10 @@ async function compressStreamParts(
     const stream = compressLegacyStream(splitter.take(part.archiveLength), options);
     for await (const chunk of stream) {
       // The compressor reuses its buffers once the next chunk is read.
-      out.push(Buffer.from(chunk));
-      length += chunk.length;
+      const copy = Buffer.from(chunk);
+      out.push(copy);
+      length += copy.length;
+      await sink?.(copy);
     }
     part.length = length;
   }

@@ -1,3 +1,4 @@
+import { renameSync, rmSync } from "node:fs";
 import Vinyl from "vinyl";
 import {
   outputIdentity,
@@ -51,7 +52,16 @@ function shmOptions(config: BuildConfig, warn: WarningHandler): StoreOptions {
 
 function writeOutput(build: Build, product: Product): void {
   const { config } = build;
-  if (product.image !== null) writeFileAtomic(config.out, product.image);
+  if (product.writtenTo !== undefined) {
+    try {
+      renameSync(product.writtenTo, config.out);
+    } catch (error) {
+      rmSync(product.writtenTo, { force: true });
+      throw error;
+    }
+  } else if (product.image !== null) {
+    writeFileAtomic(config.out, product.image);
+  }
   const output = outputIdentity(config.out);
   if (output === null) throw new Error(`${config.out} vanished after writing`);
   const [base, suffix] = product.facts.parts;
@@ -132,7 +142,7 @@ export async function buildImage(
   let product: Product;
   if (reusable) product = await reuseOutput(build, record);
   else if (shm) product = await buildThroughSegment(build, shm);
-  else product = await runStages(build);
+  else product = await runStages(build, `${config.out}.tmp-${process.pid}`);
   let segment: string | undefined;
   if (shm) {
     if (product.status !== "built") await storeReused(build, product, shm);

@@ -1,5 +1,7 @@
 /** The stages of a full build, from the input files to the image. */
 import { appendFileSync } from "node:fs";
+import { mkdir, open, rm, type FileHandle } from "node:fs/promises";
+import { dirname } from "node:path";
 import { Transform, type Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import Vinyl from "vinyl";
@@ -48,6 +50,11 @@ export interface Product {
   strippedAfter: number;
   /** SHA-256 of the uncompressed suffix, which the record keeps. */
   suffixDigest: string;
+  /**
+   * A temporary file next to the output that already holds `image`,
+   * written while it was compressed; renaming it finishes the output.
+   */
+  writtenTo?: string;
 }
 
 /** Calls `inspect` on every file that passes, changing nothing. */
@@ -66,9 +73,41 @@ export function logBuild(kind: "build" | "suffix"): void {
   if (log) appendFileSync(log, `${kind} ${process.pid}\n`);
 }
 
-/** Runs every stage on the inputs and returns the whole image. */
-export async function runStages(build: Build): Promise<Product> {
+/**
+ * Runs every stage on the inputs and returns the whole image. With
+ * `streamTo`, the compressed image is also written to that file while it
+ * is produced, so the disk write overlaps compression; the file is
+ * removed if the build fails.
+ */
+export async function runStages(
+  build: Build,
+  streamTo?: string,
+): Promise<Product> {
+  let handle: FileHandle | undefined;
+  if (streamTo !== undefined) {
+    await mkdir(dirname(streamTo), { recursive: true });
+    handle = await open(streamTo, "w");
+  }
+  try {
+    const product = await runStagesTo(build, handle);
+    await handle?.close();
+    handle = undefined;
+    return streamTo === undefined ? product : { ...product, writtenTo: streamTo };
+  } catch (error) {
+    await handle?.close();
+    if (streamTo !== undefined) await rm(streamTo, { force: true });
+    throw error;
+  }
+}
+
+async function runStagesTo(
+  build: Build,
+  handle: FileHandle | undefined,
+): Promise<Product> {
   const { config, warn } = build;
+  const sink = handle && (async (chunk: Buffer) => {
+    await handle.write(chunk);
+  });
   let strippedBefore = 0;
   let strippedAfter = 0;
   let result: Vinyl | null = null;
@@ -87,7 +126,7 @@ export async function runStages(build: Build): Promise<Product> {
     tap((file) => (strippedAfter += sizeOf(file))),
     // Streamed, so the uncompressed archive is never held whole.
     cpio({ key: build.key, suffix: config, buffer: false, onWarning: warn }),
-    lz4Legacy({ level: config.level, onWarning: warn }),
+    lz4Legacy({ level: config.level, sink, onWarning: warn }),
     tap((file) => (result = file)),
   ];
   logBuild("build");

@@ -5,6 +5,7 @@ import {
   mkdirSync,
   readdirSync,
   readFileSync,
+  rmSync,
   symlinkSync,
   writeFileSync,
 } from "node:fs";
@@ -259,6 +260,29 @@ describe("gulp initramfs bad flags", () => {
       result.stdout + result.stderr,
       /INCLUDE_SKIPPED: .*pipe is not packed: not a regular file/,
     );
+  });
+
+  test("failed build leaves no partial image", () => {
+    const dir = join(tmp.dir, "failing-build");
+    mkdirSync(dir, { recursive: true });
+    // An include that needs a library nobody can find fails the build
+    // after the stages have started writing the image.
+    const libDir = join(tmp.dir, "gone-lib");
+    mkdirSync(libDir, { recursive: true });
+    const lib = join(libDir, "libgone.so");
+    compileC("int gone(void) { return 1; }\n", lib, ["-shared", "-fPIC"]);
+    const user = join(tmp.dir, "needs-gone");
+    compileC("int gone(void);\nint main(void) { return gone(); }\n", user, [], [
+      `-L${libDir}`, "-lgone",
+    ]);
+    rmSync(lib);
+    const out = join(dir, "image.lz4");
+    const result = gulp([
+      "initramfs", "--init", bin.init, "--include", `bin/tool=${user}`, "--out", out,
+    ]);
+    assert.notEqual(result.status, 0);
+    assert.match(result.stdout + result.stderr, /LIB_MISSING|libgone\.so/);
+    assert.deepEqual(readdirSync(dir), []);
   });
 
   test("--init without a value fails", () => {

@@ -169,6 +169,15 @@ describe("lz4Legacy image", () => {
     assert.deepEqual(out.initramfs?.image, file.initramfs?.image);
   });
 
+  test("sink receives the streamed image in order", async () => {
+    const streamed = await cpioImage(false);
+    const chunks: Buffer[] = [];
+    const plugin = lz4Legacy({ sink: (chunk) => void chunks.push(chunk) });
+    const [out] = (await runPlugin(plugin, [streamed])).files;
+    assert.ok(chunks.length > 1, "more than one chunk");
+    assert.ok(Buffer.concat(chunks).equals(await readContents(out)));
+  });
+
   test("compressed image passes again whole", async () => {
     const again = await cpioImage();
     const [once] = (await runPlugin(lz4Legacy(), [again])).files;
