@@ -1,4 +1,4 @@
-import { statSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import { open } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable } from "node:stream";
@@ -18,6 +18,8 @@ import { InitramfsError, pluginStream, type WarningHandler } from "./transform.j
 
 /** Bytes read from a host file at a time while it is packed. */
 const READ_CHUNK = 4 << 20;
+/** Files up to this size are read whole, synchronously. */
+const SMALL_FILE = 1 << 20;
 
 export interface CpioOptions {
   /** File name of the emitted archive. Default "initramfs.cpio". */
@@ -87,6 +89,14 @@ function fileData(file: Vinyl) {
  * longer has the size its header was written with.
  */
 async function* readPlanned(hostPath: string, size: number, archivePath: string) {
+  if (size <= SMALL_FILE) {
+    // One synchronous read beats four thread-pool round trips for a small
+    // file, whose wait would leave this thread idle.
+    const data = readFileSync(hostPath);
+    if (data.length !== size) throw changedSize(hostPath, size, archivePath);
+    yield data;
+    return;
+  }
   const handle = await open(hostPath, "r");
   let offset = 0;
   try {
@@ -103,14 +113,16 @@ async function* readPlanned(hostPath: string, size: number, archivePath: string)
   } finally {
     await handle.close();
   }
-  if (offset !== size) {
-    throw new InitramfsError(
-      "INPUT_CHANGED",
-      `${hostPath} changed size while being packed as ${archivePath}: ` +
-        `its header says ${size} bytes; rebuild once it stops changing`,
-      hostPath,
-    );
-  }
+  if (offset !== size) throw changedSize(hostPath, size, archivePath);
+}
+
+function changedSize(hostPath: string, size: number, archivePath: string) {
+  return new InitramfsError(
+    "INPUT_CHANGED",
+    `${hostPath} changed size while being packed as ${archivePath}: ` +
+      `its header says ${size} bytes; rebuild once it stops changing`,
+    hostPath,
+  );
 }
 
 /** Writes the planned base archive (no trailer) into a new writer. */
