@@ -2,7 +2,7 @@ import type Vinyl from "vinyl";
 import {
   compressLegacy,
   compressLegacyReadable,
-  compressLegacyStream,
+  compressLegacyViews,
   legacyBound,
   type Lz4Options,
 } from "../src/lz4.js";
@@ -136,7 +136,7 @@ async function compressStreamParts(
   let offset = 0;
   for (const part of image.parts) {
     const start = offset;
-    const stream = compressLegacyStream(splitter.take(part.archiveLength), options);
+    const stream = compressLegacyViews(splitter.take(part.archiveLength), options);
     for await (const chunk of stream) {
       // The compressor reuses its buffers once the next chunk is read.
       chunk.copy(out, offset);

@@ -73,11 +73,23 @@ export async function* compressLegacyStream(
   source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
   options: Lz4Options = {},
 ): AsyncGenerator<Buffer> {
-  const compressor = createCompressor(options);
-  yield Buffer.from(LZ4_LEGACY_MAGIC_BYTES);
-  for await (const frame of compressFrames(source, compressor)) {
-    yield Buffer.from(frame);
+  for await (const piece of compressLegacyViews(source, options)) {
+    yield Buffer.from(piece);
   }
+}
+
+/**
+ * compressLegacyStream() without the copies: each yielded piece is a view
+ * that stays valid only until the next one is requested, so a consumer
+ * that keeps the bytes must copy them first.
+ */
+export async function* compressLegacyViews(
+  source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+  options: Lz4Options = {},
+): AsyncGenerator<Buffer> {
+  const compressor = createCompressor(options);
+  yield LZ4_LEGACY_MAGIC_BYTES;
+  yield* compressFrames(source, compressor);
 }
 
 /**
@@ -91,23 +103,26 @@ async function* compressFrames(
   compressor: BlockCompressor,
 ): AsyncGenerator<Buffer> {
   const spare: Buffer[] = [];
-  const inflight: Promise<[Buffer, number]>[] = [];
+  const chunks = new ChunkPool();
+  const inflight: Promise<[Buffer, number, Uint8Array]>[] = [];
   const start = (chunk: Uint8Array) => {
     const scratch = spare.pop() ?? Buffer.alloc(FRAME_CAPACITY);
     const framed = compressor
       .compressFrame(chunk, scratch)
-      .then((n): [Buffer, number] => [scratch, n]);
+      .then((n): [Buffer, number, Uint8Array] => [scratch, n, chunk]);
     // Awaited in order below; this keeps a rejection that arrives while
     // an earlier block is awaited from being reported as unhandled.
     framed.catch(() => undefined);
     inflight.push(framed);
   };
   const next = async function* () {
-    const [scratch, n] = await (inflight.shift() as Promise<[Buffer, number]>);
+    const [scratch, n, chunk] = await inflight.shift()!;
+    // The block is compressed, so its input buffer can take new input.
+    chunks.release(chunk);
     yield scratch.subarray(0, n);
     spare.push(scratch);
   };
-  for await (const chunk of chunkSource(source)) {
+  for await (const chunk of chunkSource(source, chunks)) {
     start(chunk);
     if (inflight.length >= compressor.concurrency) yield* next();
   }
@@ -125,12 +140,34 @@ export function compressLegacyReadable(
 }
 
 /**
+ * Buffers of LZ4_LEGACY_CHUNK_SIZE bytes that chunkSource() fills, taken
+ * back once their block is compressed. Reusing them keeps V8 from running
+ * a full GC for every few new 8 MiB buffers.
+ */
+export class ChunkPool {
+  readonly #free: Buffer[] = [];
+  readonly #owned = new WeakSet<Uint8Array>();
+
+  take(): Buffer {
+    const buffer = this.#free.pop() ?? Buffer.allocUnsafe(LZ4_LEGACY_CHUNK_SIZE);
+    this.#owned.add(buffer);
+    return buffer;
+  }
+
+  /** Takes back a buffer from take(); other buffers are ignored. */
+  release(chunk: Uint8Array): void {
+    if (this.#owned.has(chunk)) this.#free.push(chunk as Buffer);
+  }
+}
+
+/**
  * Re-slices a sequence of buffers into chunks of exactly
  * LZ4_LEGACY_CHUNK_SIZE bytes (the last one shorter, never empty).
  * Whole chunks of a large input buffer are passed on without a copy.
  */
 export async function* chunkSource(
   source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+  pool: ChunkPool = new ChunkPool(),
 ): AsyncGenerator<Uint8Array> {
   const size = LZ4_LEGACY_CHUNK_SIZE;
   let pending: Buffer | undefined;
@@ -143,7 +180,7 @@ export async function* chunkSource(
         pos += size;
         continue;
       }
-      pending ??= Buffer.alloc(size);
+      pending ??= pool.take();
       const n = Math.min(size - filled, input.length - pos);
       pending.set(input.subarray(pos, pos + n), filled);
       filled += n;
