@@ -29,7 +29,7 @@ export interface Lz4LegacyOptions extends Omit<Lz4Options, "onWarning"> {
  * Compresses each file in the LZ4 legacy format that the kernel's
  * initramfs decompressor reads. An image from cpio() has its base and
  * suffix compressed as two streams and concatenated, so a cached base
- * stream can be reused with a new suffix; the kernel restarts its decoder
+ * stream can be reused with a new suffix. The kernel restarts its decoder
  * at each legacy magic. A streamed image is read part by part and never
  * held uncompressed, and its compressed bytes become a Buffer; other
  * stream contents stay a stream.

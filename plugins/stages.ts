@@ -51,8 +51,8 @@ export interface Product {
   /** SHA-256 of the uncompressed suffix, which the record keeps. */
   suffixDigest: string;
   /**
-   * A temporary file next to the output that already holds `image`,
-   * written while it was compressed; renaming it finishes the output.
+   * Temporary file next to the output that already contains `image`,
+   * written during compression. Renaming it finishes the output.
    */
   writtenTo?: string;
 }
@@ -76,7 +76,7 @@ export function logBuild(kind: "build" | "suffix"): void {
 /**
  * Runs every stage on the inputs and returns the whole image. With
  * `streamTo`, the compressed image is also written to that file while it
- * is produced, so the disk write overlaps compression; the file is
+ * is produced, so the disk write overlaps compression. The file is
  * removed if the build fails.
  */
 export async function runStages(
