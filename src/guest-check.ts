@@ -53,6 +53,10 @@ interface ImageElf {
 function imageElfs(tree: ImageTree, opts: GuestCheckOptions): ImageElf[] {
   const out: ImageElf[] = [];
   for (const path of tree.files()) {
+    // A later entry can replace a parent directory with a symlink or a
+    // file, as in an image with "bin/true" and then "bin". The guest
+    // cannot reach such a file by its path, so there is nothing to check.
+    if (tree.canonical(path) !== path) continue;
     const hostPath = tree.toHost(path);
     let info: ElfInfo | null;
     try {

@@ -154,6 +154,23 @@ describe("guest resolution", () => {
     assert.ok(problems.some((p) => p.name === "/lib64/ld-linux-x86-64.so.2"));
   });
 
+  test("file hidden by a later entry is skipped", () => {
+    const expected = verifyImage(entries);
+    const hiders: ImageEntry[] = [
+      { path: "app", symlink: "/nowhere" },
+      { path: "app", hostPath: `${T}/ld.so.conf` },
+    ];
+    for (const hider of hiders) {
+      const hidden = [
+        ...entries,
+        { path: "app/prog", hostPath: `${T}/app/prog` },
+        hider,
+      ];
+      assert.deepEqual(verifyImage(hidden), expected, JSON.stringify(hider));
+      assert.doesNotThrow(() => planGuestFixups(hidden, { hostResolver: host }));
+    }
+  });
+
   test("unpacked library is reported", () => {
     const partial = entries.filter((e) => !e.path.endsWith("libcache.so.1"));
     const warnings: ResolveWarning[] = [];
