@@ -71,14 +71,42 @@ export const EMPTY_CACHE: LdCache = {
 
 class CacheFormatError extends Error {}
 
-function readString(buf: Buffer, tableStart: number, offset: number) {
-  const start = tableStart + offset;
-  if (offset < 0 || start >= buf.length) {
-    throw new CacheFormatError(`string offset ${offset} is past the end`);
-  }
-  const end = buf.indexOf(0, start);
-  if (end < 0) throw new CacheFormatError(`unterminated string at ${start}`);
-  return buf.toString("latin1", start, end);
+/** Maximum length of a key or value with its NUL, as PATH_MAX. */
+const MAX_STRING = 4096;
+/**
+ * Limit on the characters decoded from one cache, as a multiple of its
+ * size. ldconfig stores each value once and a key at most shares its
+ * value's bytes, so a cache it wrote decodes to at most twice its size.
+ * Without a limit, entries that all point at one long string would
+ * decode to entries times the string's length.
+ */
+const MAX_DECODED_RATIO = 4;
+
+/** Returns a reader of the NUL-terminated strings of one cache. */
+function stringReader(buf: Buffer) {
+  const budget = MAX_DECODED_RATIO * buf.length;
+  let decoded = 0;
+  return (tableStart: number, offset: number): string => {
+    const start = tableStart + offset;
+    if (offset < 0 || start >= buf.length) {
+      throw new CacheFormatError(`string offset ${offset} is past the end`);
+    }
+    const end = buf.indexOf(0, start);
+    if (end < 0) throw new CacheFormatError(`unterminated string at ${start}`);
+    if (end - start >= MAX_STRING) {
+      throw new CacheFormatError(
+        `string at ${start} is longer than ${MAX_STRING - 1} bytes`,
+      );
+    }
+    decoded += end - start;
+    if (decoded > budget) {
+      throw new CacheFormatError(
+        `strings decode to more than ${MAX_DECODED_RATIO} times the ` +
+          "cache size",
+      );
+    }
+    return buf.toString("latin1", start, end);
+  };
 }
 
 function checkedCount(buf: Buffer, start: number, size: number, n: number) {
@@ -92,6 +120,7 @@ function parseNew(buf: Buffer, base: number, le: boolean): LdCacheEntry[] {
   const u32 = (at: number) => (le ? buf.readUInt32LE(at) : buf.readUInt32BE(at));
   const nlibs = u32(base + 20);
   checkedCount(buf, base + NEW_HEADER_SIZE, NEW_ENTRY_SIZE, nlibs);
+  const readString = stringReader(buf);
   const entries: LdCacheEntry[] = [];
   for (let i = 0; i < nlibs; i++) {
     const at = base + NEW_HEADER_SIZE + i * NEW_ENTRY_SIZE;
@@ -100,8 +129,8 @@ function parseNew(buf: Buffer, base: number, le: boolean): LdCacheEntry[] {
     // new header, not from the start of the file.
     entries.push({
       flags: le ? buf.readInt32LE(at) : buf.readInt32BE(at),
-      key: readString(buf, base, u32(at + 4)),
-      value: readString(buf, base, u32(at + 8)),
+      key: readString(base, u32(at + 4)),
+      value: readString(base, u32(at + 8)),
       hwcap,
     });
   }
@@ -113,13 +142,14 @@ function parseOld(buf: Buffer): LdCacheEntry[] {
   const nlibs = buf.readUInt32LE(12);
   checkedCount(buf, OLD_HEADER_SIZE - 4, OLD_ENTRY_SIZE, nlibs);
   const table = OLD_HEADER_SIZE - 4 + nlibs * OLD_ENTRY_SIZE;
+  const readString = stringReader(buf);
   const entries: LdCacheEntry[] = [];
   for (let i = 0; i < nlibs; i++) {
     const at = OLD_HEADER_SIZE - 4 + i * OLD_ENTRY_SIZE;
     entries.push({
       flags: buf.readInt32LE(at),
-      key: readString(buf, table, buf.readUInt32LE(at + 4)),
-      value: readString(buf, table, buf.readUInt32LE(at + 8)),
+      key: readString(table, buf.readUInt32LE(at + 4)),
+      value: readString(table, buf.readUInt32LE(at + 8)),
       hwcap: 0n,
     });
   }

@@ -171,4 +171,34 @@ describe("malformed caches", () => {
   test("not a cache", () => {
     assert.equal(collect(Buffer.from("hello")).warnings.length, 1);
   });
+  test("string longer than PATH_MAX", () => {
+    const long = "/l/" + "x".repeat(4093);
+    const { cache, warnings } = collect(
+      synthetic([[0x303, "libz.so.1", long, 0n]]),
+    );
+    assert.equal(cache.entries.length, 0);
+    assert.equal(warnings[0].code, "LDCACHE_MALFORMED");
+    const fits = collect(synthetic([[0x303, "libz.so.1", long.slice(1), 0n]]));
+    assert.equal(fits.cache.entries.length, 1);
+  });
+  test("entries sharing one long string", () => {
+    // 2000 entries whose key and value all point at one 4000-byte
+    // string would decode to 16 MB from 52 KB of cache.
+    const buf = synthetic([[0x303, "x".repeat(4000), "y", 0n]]);
+    const count = 2000;
+    const table = 48 + count * 24;
+    const copy = Buffer.alloc(table + buf.length - 72);
+    buf.copy(copy, 0, 0, 48);
+    buf.copy(copy, table, 72);
+    copy.writeUInt32LE(count, 20);
+    for (let i = 0; i < count; i++) {
+      copy.writeInt32LE(0x303, 48 + i * 24);
+      copy.writeUInt32LE(table, 48 + i * 24 + 4);
+      copy.writeUInt32LE(table, 48 + i * 24 + 8);
+    }
+    const { cache, warnings } = collect(copy);
+    assert.equal(cache.entries.length, 0);
+    assert.equal(warnings[0].code, "LDCACHE_MALFORMED");
+    assert.match(warnings[0].message, /times the cache size/);
+  });
 });
