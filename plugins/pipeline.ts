@@ -6,6 +6,7 @@ import {
   readRecord,
   writeFileAtomic,
   writeRecord,
+  type BuildRecord,
 } from "../src/build-record.js";
 import type { BuildConfig } from "../src/config.js";
 import { DigestCache, inputKey } from "../src/input-key.js";
@@ -50,7 +51,11 @@ function shmOptions(config: BuildConfig, warn: WarningHandler): StoreOptions {
   };
 }
 
-function writeOutput(build: Build, product: Product): void {
+function writeOutput(
+  build: Build,
+  product: Product,
+  previous: BuildRecord | null,
+): void {
   const { config } = build;
   if (product.writtenTo !== undefined) {
     try {
@@ -65,6 +70,14 @@ function writeOutput(build: Build, product: Product): void {
   const output = outputIdentity(config.out);
   if (output === null) throw new Error(`${config.out} vanished after writing`);
   const [base, suffix] = product.facts.parts;
+  const digests = build.digests.entries();
+  // An up-to-date run writes nothing, unless a touched input's new stat
+  // identity is worth keeping so the next run need not hash it again.
+  const unchanged =
+    product.status === "up-to-date" &&
+    previous !== null &&
+    JSON.stringify(previous.digests) === JSON.stringify(digests);
+  if (unchanged) return;
   writeRecord(config.out, {
     version: 1,
     key: build.key,
@@ -78,7 +91,7 @@ function writeOutput(build: Build, product: Product): void {
     strippedBefore: product.strippedBefore,
     strippedAfter: product.strippedAfter,
     output,
-    digests: build.digests.entries(),
+    digests,
   });
 }
 
@@ -150,7 +163,7 @@ export async function buildImage(
     const keep = [segmentName(build.key, "lz4", shm.arch ?? rustArch())];
     cleanupStale({ shmDir: shm.shmDir, keep, onWarning: shm.onWarning });
   }
-  writeOutput(build, product);
+  writeOutput(build, product, record);
   const [base, suffix] = product.facts.parts;
   return {
     status: product.status,

@@ -113,7 +113,8 @@ function statTarget(hostPath: string): Stats {
  * Checks include files: safe archive paths, regular files only (symlinks
  * are followed, directories dropped because the archive makes parents),
  * contents that match the size on disk. Files without a role become
- * includes; payload, extras and busybox get the contents check only.
+ * includes. Payload, extras and busybox get the archive-path and contents
+ * checks only.
  */
 export function validateIncludes(options: ValidateIncludesOptions = {}) {
   return pluginStream(
@@ -124,6 +125,8 @@ export function validateIncludes(options: ValidateIncludesOptions = {}) {
         if (meta.role === "library") return push(file);
         checkBufferLength(file);
         if (meta.role !== "include") {
+          // Extras name their archive path too, so the path rules apply.
+          if (!file.isDirectory()) checkArchivePath(archivePathOf(file), file.path);
           checkStreamLength(file);
           return push(file);
         }

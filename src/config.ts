@@ -116,7 +116,9 @@ type PartialConfig = Partial<Omit<BuildConfig, "extra" | "stagedSchedArgs">> & {
 };
 
 /** Flags whose value is a host path, which must not be empty. */
-const PATH_FLAGS = ["init", "out", "busybox"];
+const PATH_FLAGS = [
+  "init", "out", "busybox", "include", "extra", "shm-dir", "sysroot",
+];
 
 /** Standard busybox locations, tried by a bare `--busybox`. */
 const BUSYBOX_PATHS = ["/bin/busybox", "/usr/bin/busybox"];
@@ -176,8 +178,15 @@ export function parseFlags(argv: string[]): PartialConfig {
     let value = inline;
     if (value === undefined) {
       value = argv[++i];
-      if (value === undefined) {
-        throw new ConfigError("CONFIG_MISSING_VALUE", `--${flag} needs a value`);
+      // A path never starts with "--": `--init --out X` lost its value.
+      // Lines of /args and the other lists may, as in `--args --flag`.
+      const lostValue = value?.startsWith("--") && PATH_FLAGS.includes(flag);
+      if (value === undefined || lostValue) {
+        throw new ConfigError(
+          "CONFIG_MISSING_VALUE",
+          `--${flag} needs a value` +
+            (lostValue ? ` (got the flag ${value}; use --${flag}=VALUE)` : ""),
+        );
       }
     }
     if (value === "" && PATH_FLAGS.includes(flag)) {

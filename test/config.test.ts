@@ -166,6 +166,16 @@ describe("parseFlags", () => {
     expectCode(() => parseFlags(["--args"]), "CONFIG_MISSING_VALUE", "--args");
   });
 
+  test("path flag followed by a flag is rejected", () => {
+    expectCode(() => parseFlags(["--init", "--out", "x"]), "CONFIG_MISSING_VALUE", "--out");
+    expectCode(() => parseFlags(["--include", "--args", "a"]), "CONFIG_MISSING_VALUE");
+    assert.deepEqual(parseFlags(["--args", "--flag"]).args, ["--flag"]);
+  });
+
+  test("empty include is rejected", () => {
+    expectCode(() => parseFlags(["--include="]), "CONFIG_MISSING_VALUE", "--include");
+  });
+
   test("empty path value is rejected", () => {
     expectCode(() => parseFlags(["--init="]), "CONFIG_MISSING_VALUE", "--init");
     expectCode(() => parseFlags(["--out="]), "CONFIG_MISSING_VALUE", "--out");

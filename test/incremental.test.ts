@@ -121,9 +121,14 @@ describe("incremental builds", () => {
     const config = projectConfig(project);
     const first = await buildImage(config);
     const bytes = fs.readFileSync(config.out);
+    const recordFile = `${config.out}.key.json`;
+    const recordBefore = fs.statSync(recordFile, { bigint: true });
     const second = await buildImage(config);
+    const recordAfter = fs.statSync(recordFile, { bigint: true });
 
     assert.equal(first.status, "built");
+    assert.equal(recordAfter.ino, recordBefore.ino, "record rewritten");
+    assert.equal(recordAfter.mtimeNs, recordBefore.mtimeNs, "record rewritten");
     assert.equal(second.status, "up-to-date");
     assert.equal(second.hashedFiles, 0);
     assert.deepEqual(kinds(log), ["build"]);

@@ -145,6 +145,19 @@ describe("validateIncludes archive paths", () => {
     await expectRejected([file], "INCLUDE_RESERVED_NAME", file.path);
   });
 
+  test("extra with traversal is rejected", async () => {
+    const file = bufferFile("x", Buffer.from("x"));
+    file.base = join(root, "sub");
+    metaOf(file).role = "extra";
+    await expectRejected([file], "INCLUDE_PATH_TRAVERSAL", file.path);
+  });
+
+  test("extra with reserved name is rejected", async () => {
+    const file = bufferFile(".ktstr_x", Buffer.from("x"));
+    metaOf(file).role = "extra";
+    await expectRejected([file], "INCLUDE_RESERVED_NAME", file.path);
+  });
+
   test("libraries skip the path checks", async () => {
     const file = bufferFile(".ktstr_lib", Buffer.alloc(0));
     metaOf(file).role = "library";
