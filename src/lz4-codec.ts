@@ -29,9 +29,13 @@ export interface Lz4Options {
    */
   codec?: "auto" | Lz4CodecName;
   /**
-   * Blocks compressed at the same time. Default: os.availableParallelism().
-   * The "npm" codec uses that many worker threads once a stream reaches a
-   * full 8 MiB chunk, and the calling thread for shorter input.
+   * Blocks compressed at the same time. Default: twice
+   * os.availableParallelism() for liblz4, whose calls run on libuv's
+   * thread pool (4 threads unless UV_THREADPOOL_SIZE says otherwise), so
+   * a core never waits for this thread to hand it the next block; once
+   * os.availableParallelism() for the "npm" codec, which uses that many
+   * worker threads once a stream reaches a full 8 MiB chunk and the
+   * calling thread for shorter input.
    */
   concurrency?: number;
   /** Soname or path of liblz4 for dlopen. Default "liblz4.so.1". */
@@ -68,7 +72,8 @@ export function createCompressor(options: Lz4Options): BlockCompressor {
       `invalid LZ4 level ${String(level)}: use an integer from 0 to 12`,
     );
   }
-  const concurrency = options.concurrency ?? availableParallelism();
+  const cores = availableParallelism();
+  const concurrency = options.concurrency ?? 2 * cores;
   if (!Number.isInteger(concurrency) || concurrency < 1) {
     throw new Lz4Error(
       "LZ4_INVALID_OPTION",
@@ -80,7 +85,7 @@ export function createCompressor(options: Lz4Options): BlockCompressor {
     return liblz4Compressor(loadLibLz4(options.liblz4Path), level, concurrency);
   }
   if (codec === "npm") {
-    return npmCompressor(loadNpmLz4(), level, concurrency);
+    return npmCompressor(loadNpmLz4(), level, options.concurrency ?? cores);
   }
   if (codec !== "auto") {
     throw new Lz4Error(
@@ -97,7 +102,7 @@ export function createCompressor(options: Lz4Options): BlockCompressor {
       code: "LZ4_FALLBACK_NPM",
       message: `using the lz4 npm package: ${reason}`,
     });
-    return npmCompressor(loadNpmLz4(), level, concurrency);
+    return npmCompressor(loadNpmLz4(), level, options.concurrency ?? cores);
   }
   return liblz4Compressor(lib, level, concurrency);
 }

@@ -45,7 +45,8 @@ export async function compressLegacy(
   options: Lz4Options = {},
 ): Promise<Buffer> {
   const compressor = createCompressor(options);
-  const out = Buffer.alloc(legacyBound(input.length));
+  // Unzeroed: only the written prefix is returned.
+  const out = Buffer.allocUnsafe(legacyBound(input.length));
   let length = LZ4_LEGACY_MAGIC_BYTES.copy(out, 0);
   for await (const frame of compressFrames([input], compressor)) {
     length += frame.copy(out, length);
