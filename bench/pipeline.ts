@@ -94,7 +94,7 @@ function makeDebugBinary(dir: string, name: string, bulk: number): string {
   return out;
 }
 
-/** The shell pipeline, written as a script so `time` measures all of it. */
+/** Returns the shell pipeline as a script, so `time` measures all of it. */
 function shellScript(init: string, extras: string[], include: string): string {
   const lines = [
     "set -eu",

@@ -182,7 +182,7 @@ export async function buildImage(
   };
 }
 
-/** The built-in default: Node itself, running a short script as /init. */
+/** Returns the built-in default inputs: Node, with a short script as /init. */
 export function defaultFiles(): Vinyl[] {
   const script = [
     "#!/bin/node",

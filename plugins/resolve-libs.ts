@@ -87,7 +87,7 @@ function scriptInterpreter(
   return null;
 }
 
-/** Whether `path` is a regular file (of `size` bytes, when given). */
+/** Returns whether `path` is a regular file (of `size` bytes, when given). */
 function isHostFile(path: string, size?: number): boolean {
   try {
     const stat = statSync(path);
@@ -99,11 +99,12 @@ function isHostFile(path: string, size?: number): boolean {
 
 /**
  * Resolves the interpreter and the whole shared-library closure of every
- * ELF file (after detectElf()) the way the host's ld.so would, and emits
- * each library once at its canonical path plus symlink files for the other
- * paths it is known by, then adds the symlinks the guest's ld.so needs to
- * find them from its own search path. An include whose libraries cannot all be found is
- * an error; for the payload and extras a missing library is a warning.
+ * ELF file (after detectElf()) the way the host's ld.so would. Each
+ * library is emitted once at its canonical path, with symlink files for
+ * the other paths it is known by. Then come the symlinks the guest's ld.so
+ * needs to find them from its own search path. An include whose libraries
+ * cannot all be found is an error. For the payload and extras a missing
+ * library is a warning.
  */
 export function resolveLibs(options: ResolveLibsOptions = {}) {
   const planned = new Map<string, Planned>();

@@ -32,7 +32,7 @@ export function archiveFile(
   return file;
 }
 
-/** How errors name an input of each role: by the flag that gave it. */
+/** Names of inputs in errors, by role: the flag that gave the input. */
 const ROLE_LABELS: Record<Role, string> = {
   payload: "--init file",
   busybox: "--busybox file",

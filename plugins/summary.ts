@@ -31,7 +31,7 @@ export interface BuildSummary {
   archiveBytes: number;
   imageBytes: number;
   image: ImageFacts;
-  /** Where the image was written. */
+  /** Path the image was written to. */
   out: string;
   /** The shared-memory segment path, when stored there. */
   segment?: string;

@@ -111,8 +111,8 @@ export class DigestCache {
   }
 
   /**
-   * Hashes, on worker threads, the files among `paths` that the cache
-   * cannot answer for, so that the digest() calls that follow find them.
+   * Hashes, on worker threads, the files among `paths` that have no valid
+   * cache entry, so that the digest() calls that follow find them.
    * Below PREFETCH_MIN_BYTES in all it does nothing: starting threads
    * would cost more than hashing on this thread.
    */

@@ -31,7 +31,7 @@ export interface Lz4Options {
   /**
    * Blocks compressed at the same time. Default: twice
    * os.availableParallelism() for liblz4, whose calls run on libuv's
-   * thread pool (4 threads unless UV_THREADPOOL_SIZE says otherwise), so
+   * thread pool (4 threads unless UV_THREADPOOL_SIZE sets another size), so
    * a core never waits for this thread to hand it the next block; once
    * os.availableParallelism() for the "npm" codec, which uses that many
    * worker threads once a stream reaches a full 8 MiB chunk and the

@@ -265,7 +265,7 @@ describe("gulp initramfs bad flags", () => {
   test("failed build leaves no partial image", () => {
     const dir = join(tmp.dir, "failing-build");
     mkdirSync(dir, { recursive: true });
-    // An include that needs a library nobody can find fails the build
+    // An include that needs a library that is not found fails the build
     // after the stages have started writing the image.
     const libDir = join(tmp.dir, "gone-lib");
     mkdirSync(libDir, { recursive: true });
