@@ -128,7 +128,8 @@ export class Resolver {
     const path = this.rootPath(resolveHostPath(this.workingDirectory(), binaryPath));
     const canonical = this.canonical(path);
     if (canonical === null) {
-      throw new Error(`${binaryPath} not found; check the path`);
+      const error = new Error(`${binaryPath} not found; check the path`);
+      throw Object.assign(error, { code: "INPUT_NOT_FOUND", fileName: binaryPath });
     }
     const known = this.closures.get(canonical);
     if (known) return known;

@@ -309,3 +309,17 @@ describe("other ABIs", () => {
     assert.equal(closure.interpreter?.aliases[0], ldMusl.slice(1));
   });
 });
+
+describe("Resolver on a missing binary", () => {
+  test("raises INPUT_NOT_FOUND naming it", () => {
+    const missing = "/nonexistent/gulp-initramfs-test-binary";
+    assert.throws(
+      () => new Resolver({ ldLibraryPath: [] }).resolve(missing),
+      (error: unknown) => {
+        assert.equal((error as { code?: string }).code, "INPUT_NOT_FOUND");
+        assert.match((error as Error).message, /gulp-initramfs-test-binary/);
+        return true;
+      },
+    );
+  });
+});
