@@ -5,13 +5,13 @@ import { afterEach, beforeEach, describe, test } from "node:test";
 
 import {
   CONFIG_FILE,
-  ConfigError,
   isEmptyBuild,
   loadConfig,
   parseConfigObject,
   parseFlags,
   unknownFlags,
 } from "../src/config.js";
+import { expectCode } from "./helpers/config-errors.js";
 import { tempDir } from "./helpers/tools.js";
 
 let work: ReturnType<typeof tempDir>;
@@ -22,15 +22,6 @@ afterEach(() => work.cleanup());
 
 function writeConfig(object: unknown): void {
   writeFileSync(join(work.dir, CONFIG_FILE), JSON.stringify(object));
-}
-
-function expectCode(fn: () => unknown, code: string, mention?: string) {
-  assert.throws(fn, (error: unknown) => {
-    assert.ok(error instanceof ConfigError, `expected ConfigError: ${error}`);
-    assert.equal(error.code, code);
-    if (mention !== undefined) assert.ok(error.message.includes(mention));
-    return true;
-  });
 }
 
 describe("parseFlags", () => {

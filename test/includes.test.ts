@@ -9,13 +9,13 @@ import {
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, test } from "node:test";
 
-import { ConfigError } from "../src/config.js";
 import {
   INCLUDE_DIR,
   expandInclude,
   lookupInPath,
   type IncludeFile,
 } from "../src/includes.js";
+import { expectCode } from "./helpers/config-errors.js";
 import { run, tempDir } from "./helpers/tools.js";
 
 let work: ReturnType<typeof tempDir>;
@@ -48,15 +48,6 @@ function makeSocket(path: string): void {
 
 function archivePaths(files: IncludeFile[]): string[] {
   return files.map((f) => f.archivePath);
-}
-
-function expectCode(fn: () => unknown, code: string, mention?: string) {
-  assert.throws(fn, (error: unknown) => {
-    assert.ok(error instanceof ConfigError, `expected ConfigError: ${error}`);
-    assert.equal(error.code, code);
-    if (mention !== undefined) assert.ok(error.message.includes(mention));
-    return true;
-  });
 }
 
 describe("expandInclude ARCHIVE=PATH", () => {
