@@ -4,7 +4,7 @@
  */
 
 export interface DstValues {
-  /** Directory of the object that holds the path, or null if unknown. */
+  /** Directory of the object that contains the path, or null if unknown. */
   origin: string | null;
   lib: string;
   platform: string;

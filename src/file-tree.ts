@@ -1,7 +1,7 @@
 import { lstatSync, readlinkSync, realpathSync } from "node:fs";
 import { join, posix } from "node:path";
 
-/** One node of a directory tree, as lstat sees it. */
+/** One node of a directory tree, as lstat reports it. */
 export type TreeNode =
   | { type: "file"; hostPath: string }
   | { type: "dir" }

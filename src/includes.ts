@@ -106,7 +106,7 @@ function walk(
  * Expands one include spec. `ARCHIVE=PATH` puts a file at ARCHIVE and a
  * directory's files under ARCHIVE/. A bare PATH puts a file at
  * `include-files/NAME` and a directory's files under
- * `include-files/DIRNAME/`; a bare name without `/` that is not in `cwd`
+ * `include-files/DIRNAME/`. A bare name without `/` that is not in `cwd`
  * is looked up in PATH.
  */
 export function expandInclude(

@@ -65,8 +65,10 @@ function modeOf(item: LayoutItem): number {
   return MODE_EXEC;
 }
 
-const byPath = (a: LayoutItem, b: LayoutItem) =>
-  a.archivePath < b.archivePath ? -1 : a.archivePath > b.archivePath ? 1 : 0;
+function byPath(a: LayoutItem, b: LayoutItem): number {
+  if (a.archivePath === b.archivePath) return 0;
+  return a.archivePath < b.archivePath ? -1 : 1;
+}
 
 /**
  * Orders the base archive: every parent directory first (sorted, because

@@ -29,13 +29,13 @@ export interface Lz4Options {
    */
   codec?: "auto" | Lz4CodecName;
   /**
-   * Blocks compressed at the same time. Default: twice
-   * os.availableParallelism() for liblz4, whose calls run on libuv's
-   * thread pool (4 threads unless UV_THREADPOOL_SIZE sets another size), so
-   * a core never waits for this thread to hand it the next block; once
-   * os.availableParallelism() for the "npm" codec, which uses that many
-   * worker threads once a stream reaches a full 8 MiB chunk and the
-   * calling thread for shorter input.
+   * Blocks compressed at the same time. For liblz4 the default is twice
+   * os.availableParallelism(): its calls run on libuv's thread pool (4
+   * threads unless UV_THREADPOOL_SIZE sets another size), and the extra
+   * blocks keep a core busy while this thread hands over the next one.
+   * For the "npm" codec the default is os.availableParallelism() worker
+   * threads, used once a stream reaches a full 8 MiB chunk; shorter input
+   * is compressed on the calling thread.
    */
   concurrency?: number;
   /** Soname or path of liblz4 for dlopen. Default "liblz4.so.1". */

@@ -477,9 +477,9 @@ function renumberRelocations(
     rel.set(bytes, at, symbol(sym));
   }
   if (!changed) return;
-  // A static binary's .rela.plt is loaded, so its bytes must stay; that
-  // is safe only while none of its symbol indices changes (IRELATIVE
-  // relocations use symbol 0).
+  // A static binary's .rela.plt is loaded, so its bytes must stay. That
+  // is safe only while none of its symbol indices changes, as with
+  // IRELATIVE relocations, which use symbol 0.
   if (ctx.layout.inSegment[s.index]) {
     throw new UnsafeElfError(
       "STRIP_UNSUPPORTED",
