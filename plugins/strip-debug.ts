@@ -80,6 +80,40 @@ async function stripContents(
   return { result, before: result.inputSize };
 }
 
+/** Strips one file, or warns and returns it unchanged when it cannot. */
+async function stripOne(
+  file: Vinyl,
+  meta: StripData,
+  predicate: StripOptions["predicate"],
+  warn: WarningHandler,
+): Promise<Vinyl> {
+  const name = meta.hostPath ?? file.path;
+  const stripOptions: StripOptions = {
+    fileName: name,
+    predicate,
+    onWarning: (w) => warn({ code: w.code, message: w.message, fileName: name }),
+  };
+  let outcome;
+  try {
+    outcome = await stripContents(file, meta.hostPath, stripOptions);
+  } catch (error) {
+    if (error instanceof InitramfsError) throw error;
+    const reason = error instanceof Error ? error.message : String(error);
+    warn({
+      code: "STRIP_FAILED",
+      message: `${name}: cannot strip (${reason}); left unchanged`,
+      fileName: name,
+    });
+    return file;
+  }
+  if (outcome === null) return file;
+  const { result, before } = outcome;
+  file.contents = result.data;
+  if (file.stat) file.stat.size = result.data.length;
+  meta.strip = { before, after: result.data.length };
+  return file;
+}
+
 /**
  * Removes debug sections from the payload and extra binaries (see
  * src/strip.ts for what is removed and when a file is left alone).
@@ -93,7 +127,7 @@ export function stripDebug(options: StripDebugOptions = {}) {
     throw new TypeError("stripDebug: option roles must be an array of roles");
   }
   return pluginStream((warn) => ({
-    async transform(file, push) {
+    transform(file, push) {
       const meta = metaOf(file) as StripData;
       const skip =
         meta.role === undefined ||
@@ -101,33 +135,9 @@ export function stripDebug(options: StripDebugOptions = {}) {
         meta.elf === null ||
         file.isDirectory() ||
         file.isSymbolic();
+      // Synchronous for the files it skips, which are most of an image.
       if (skip) return push(file);
-      const name = meta.hostPath ?? file.path;
-      const stripOptions: StripOptions = {
-        fileName: name,
-        predicate: options.predicate,
-        onWarning: (w) =>
-          warn({ code: w.code, message: w.message, fileName: name }),
-      };
-      let outcome;
-      try {
-        outcome = await stripContents(file, meta.hostPath, stripOptions);
-      } catch (error) {
-        if (error instanceof InitramfsError) throw error;
-        const reason = error instanceof Error ? error.message : String(error);
-        warn({
-          code: "STRIP_FAILED",
-          message: `${name}: cannot strip (${reason}); left unchanged`,
-          fileName: name,
-        });
-        return push(file);
-      }
-      if (outcome === null) return push(file);
-      const { result, before } = outcome;
-      file.contents = result.data;
-      if (file.stat) file.stat.size = result.data.length;
-      meta.strip = { before, after: result.data.length };
-      push(file);
+      return stripOne(file, meta, options.predicate, warn).then(push);
     },
   }), options.onWarning);
 }

@@ -24,6 +24,18 @@ function withoutStack(error: unknown): unknown {
   return error;
 }
 
+/**
+ * Runs `work` outside the Node domain that gulp's async-done runs each
+ * task in. The domain module's async hooks fire for every promise created
+ * inside a domain, which cost about 0.25 s on a build of 2000 files
+ * (measured with `npm run bench -- pipeline`). Errors still reach gulp
+ * through the returned promise.
+ */
+export function outsideDomain<T>(work: () => Promise<T>): Promise<T> {
+  (process as { domain?: { exit(): void } | null }).domain?.exit();
+  return work();
+}
+
 function printWarning(warning: InitramfsWarning): void {
   console.warn(`warning ${warning.code}: ${warning.message}`);
 }
@@ -34,7 +46,7 @@ function printWarning(warning: InitramfsWarning): void {
  */
 export async function initramfs(): Promise<void> {
   try {
-    await buildTask();
+    await outsideDomain(buildTask);
   } catch (error) {
     throw withoutStack(error);
   }
