@@ -17,9 +17,15 @@ export interface Lz4LegacyOptions extends Omit<Lz4Options, "onWarning"> {
   /**
    * Receives the compressed bytes of a streamed image in order, as they
    * are produced, so a caller can write them out while compression goes
-   * on. The file still gets the whole image as a Buffer.
+   * on. Each chunk is valid only until the returned promise settles.
    */
   sink?: (chunk: Buffer) => Promise<void> | void;
+  /**
+   * With a sink: true (default) also gives the file the whole compressed
+   * image as a Buffer. false leaves its contents null, so the image is
+   * never held in memory.
+   */
+  retain?: boolean;
   /** Appended to the file name. Default ".lz4". */
   extension?: string;
   onWarning?: WarningHandler;
@@ -31,11 +37,14 @@ export interface Lz4LegacyOptions extends Omit<Lz4Options, "onWarning"> {
  * suffix compressed as two streams and concatenated, so a cached base
  * stream can be reused with a new suffix. The kernel restarts its decoder
  * at each legacy magic. A streamed image is read part by part and never
- * held uncompressed, and its compressed bytes become a Buffer; other
- * stream contents stay a stream.
+ * held uncompressed. Its compressed bytes become a Buffer, or only reach
+ * the sink with `retain: false`. Other stream contents stay a stream.
  */
 export function lz4Legacy(options: Lz4LegacyOptions = {}) {
-  const { extension = ".lz4", onWarning, sink, ...codec } = options;
+  const { extension = ".lz4", onWarning, sink, retain = true, ...codec } = options;
+  if (!retain && !sink) {
+    throw new TypeError("lz4Legacy: retain: false requires a sink option to receive the image");
+  }
   return pluginStream(
     (warn) => ({
       async transform(file, push) {
@@ -51,7 +60,7 @@ export function lz4Legacy(options: Lz4LegacyOptions = {}) {
           const source = file.contents as unknown as AsyncIterable<Buffer>;
           (file as Vinyl).contents =
             image && image.compression === "none"
-              ? await compressStreamParts(source, image, lz4, sink)
+              ? await compressStreamParts(source, image, lz4, sink, retain)
               : compressLegacyReadable(source, lz4);
         } else if (image && image.compression === "none") {
           file.contents = await compressParts(file, lz4);
@@ -120,29 +129,36 @@ class ByteSplitter {
   }
 }
 
-/** Compresses a streamed image part by part into one Buffer. */
+/**
+ * Compresses a streamed image part by part, passing each piece to `sink`.
+ * Returns the whole compressed image when `retain` is true, else null.
+ */
 async function compressStreamParts(
   source: AsyncIterable<Buffer>,
   image: ImageFacts,
   options: Lz4Options,
   sink?: (chunk: Buffer) => Promise<void> | void,
-): Promise<Buffer> {
+  retain = true,
+): Promise<Buffer | null> {
   const splitter = new ByteSplitter(source[Symbol.asyncIterator]());
   // One allocation of the worst case, filled in place: a separate buffer
   // per chunk made V8 run a full GC every few tens of milliseconds for
   // their external memory. Pages never written cost no memory.
   const bound = image.parts.reduce((n, p) => n + legacyBound(p.archiveLength), 0);
-  const out = Buffer.allocUnsafe(bound);
+  const out = retain ? Buffer.allocUnsafe(bound) : null;
   let offset = 0;
   for (const part of image.parts) {
     const start = offset;
     const stream = compressLegacyViews(splitter.take(part.archiveLength), options);
     for await (const chunk of stream) {
       // The compressor reuses its buffers once the next chunk is read.
-      chunk.copy(out, offset);
-      const written = out.subarray(offset, offset + chunk.length);
+      let piece = chunk;
+      if (out !== null) {
+        piece = out.subarray(offset, offset + chunk.length);
+        chunk.copy(piece);
+      }
       offset += chunk.length;
-      await sink?.(written);
+      await sink?.(piece);
     }
     part.length = offset - start;
   }
@@ -153,5 +169,5 @@ async function compressStreamParts(
     );
   }
   image.compression = "lz4-legacy";
-  return out.subarray(0, offset);
+  return out === null ? null : out.subarray(0, offset);
 }

@@ -42,7 +42,7 @@ export interface Build {
 export interface Product {
   status: BuildStatus;
   baseSource?: "output" | "segment";
-  /** The whole image, or null when the file on disk is already it. */
+  /** The whole image, or null when a file on disk (the output or `writtenTo`) is already it. */
   image: Buffer | null;
   facts: ImageFacts;
   baseEntries: number;
@@ -126,20 +126,21 @@ async function runStagesTo(
     tap((file) => (strippedAfter += sizeOf(file))),
     // Streamed, so the uncompressed archive is never held whole.
     cpio({ key: build.key, suffix: config, buffer: false, onWarning: warn }),
-    lz4Legacy({ level: config.level, sink, onWarning: warn }),
+    // Streamed to a file, the image is not kept in memory as well.
+    lz4Legacy({ level: config.level, sink, retain: !sink, onWarning: warn }),
     tap((file) => (result = file)),
   ];
   logBuild("build");
   await pipeline(stages);
   const image = result as Vinyl | null;
-  if (!image || !image.isBuffer()) {
+  if (!image || !(image.isBuffer() || (sink && image.isNull()))) {
     throw new Error("the pipeline emitted no image");
   }
   const facts = metaOf(image).image!;
   const suffix = await suffixOf(config, facts.parts[0].archiveLength);
   return {
     status: "built",
-    image: image.contents,
+    image: image.isBuffer() ? image.contents : null,
     facts,
     baseEntries: facts.entries - suffix.entries,
     strippedBefore,

@@ -178,6 +178,26 @@ describe("lz4Legacy image", () => {
     assert.ok(Buffer.concat(chunks).equals(await readContents(out)));
   });
 
+  test("retain false leaves contents null", async () => {
+    const whole = await readContents(
+      (await runPlugin(lz4Legacy(), [await cpioImage(false)])).files[0],
+    );
+    const chunks: Buffer[] = [];
+    const plugin = lz4Legacy({
+      // Each chunk is a view that the compressor reuses, so it is copied.
+      sink: (chunk) => void chunks.push(Buffer.from(chunk)),
+      retain: false,
+    });
+    const [out] = (await runPlugin(plugin, [await cpioImage(false)])).files;
+    assert.ok(out.isNull());
+    assert.ok(Buffer.concat(chunks).equals(whole));
+    assert.equal(out.initramfs?.image?.compression, "lz4-legacy");
+  });
+
+  test("retain false requires sink", () => {
+    assert.throws(() => lz4Legacy({ retain: false }), /requires a sink/);
+  });
+
   test("compressed image passes again whole", async () => {
     const again = await cpioImage();
     const [once] = (await runPlugin(lz4Legacy(), [again])).files;
