@@ -1,6 +1,8 @@
-// gulp-cli compiles this file with esbuild-register, which cannot map the
-// ".js" import specifiers of our TypeScript sources to their ".ts" files.
-// tsx's require hook can, so it is registered before anything else loads.
-import "tsx/cjs";
+import { loadTasks } from "./scripts/load-tasks";
 
-export { initramfs, initramfsLs, initramfsVerify } from "./plugins/tasks.js";
+// The compiled tasks when dist/ is up to date, else the TypeScript sources.
+const tasks = loadTasks(__dirname);
+
+export const initramfs = tasks.initramfs;
+export const initramfsLs = tasks.initramfsLs;
+export const initramfsVerify = tasks.initramfsVerify;

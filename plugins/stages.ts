@@ -22,8 +22,9 @@ import { validateIncludes } from "./validate-includes.js";
 
 /**
  * Environment variable naming a file that gets one line per build that
- * ran the stages ("build PID") or compressed only a suffix ("suffix
- * PID"), so tests and benchmarks can count real builds.
+ * ran the stages ("build PID FROM") or compressed only a suffix ("suffix
+ * PID FROM"), so tests and benchmarks can count real builds. FROM is
+ * "dist" for the compiled package and "sources" for the TypeScript files.
  */
 export const BUILD_LOG_ENV = "GULP_INITRAMFS_BUILD_LOG";
 
@@ -70,7 +71,8 @@ function tap(inspect: (file: Vinyl) => void): Transform {
 
 export function logBuild(kind: "build" | "suffix"): void {
   const log = process.env[BUILD_LOG_ENV];
-  if (log) appendFileSync(log, `${kind} ${process.pid}\n`);
+  const from = __filename.endsWith(".ts") ? "sources" : "dist";
+  if (log) appendFileSync(log, `${kind} ${process.pid} ${from}\n`);
 }
 
 /**

@@ -11,6 +11,8 @@ import {
 } from "node:fs";
 import { join, resolve } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { BUILD_LOG_ENV } from "../plugins/stages.js";
+import { distIsCurrent, FROM_SOURCES_ENV } from "../scripts/load-tasks.js";
 import { readCpio } from "../src/cpio-reader.js";
 import { compileC, requireTool, run, tempDir } from "./helpers/tools.js";
 
@@ -37,11 +39,11 @@ const bin = {
 };
 
 /** Runs gulp with `args`, from the repository unless `cwd` is given. */
-function gulp(args: string[], cwd = REPO) {
+function gulp(args: string[], cwd = REPO, env: NodeJS.ProcessEnv = {}) {
   return spawnSync(GULP, args, {
     cwd,
     encoding: "utf8",
-    env: { ...process.env, NODE_OPTIONS: "" },
+    env: { ...process.env, NODE_OPTIONS: "", ...env },
   });
 }
 
@@ -291,6 +293,34 @@ describe("gulp initramfs bad flags", () => {
     assert.notEqual(result.status, 0);
     assert.match(result.stdout + result.stderr, /--init needs a value/);
     assert.ok(!existsSync(out), `${out} was written`);
+  });
+});
+
+describe("gulp initramfs from dist and sources", () => {
+  const log = join(tmp.dir, "load.log");
+  const fromDist = join(tmp.dir, "load", "dist.lz4");
+  const fromSources = join(tmp.dir, "load", "sources.lz4");
+
+  before(() => {
+    const env = { [BUILD_LOG_ENV]: log };
+    gulp(["initramfs", "--init", bin.init, "--out", fromDist], REPO, env);
+    gulp(["initramfs", "--init", bin.init, "--out", fromSources], REPO, {
+      ...env,
+      [FROM_SOURCES_ENV]: "1",
+    });
+  });
+
+  test("dist is built", () => {
+    assert.ok(distIsCurrent(REPO), "dist/ is older than the sources: run npm run build");
+  });
+
+  test("loads dist, then sources", () => {
+    const from = readFileSync(log, "utf8").trim().split("\n").map((l) => l.split(" ")[2]);
+    assert.deepEqual(from, ["dist", "sources"]);
+  });
+
+  test("both give the same bytes", () => {
+    assert.ok(readFileSync(fromDist).equals(readFileSync(fromSources)));
   });
 });
 
