@@ -120,8 +120,15 @@ function missingProblem(path: string, name: string): GuestProblem {
   };
 }
 
-/** The guest's built-in directories for one binary, in search order. */
-function guestDefaultDirs(tree: ImageTree, info: ElfInfo): string[] {
+/**
+ * Returns the guest's built-in directories for one binary, in search
+ * order. `interpreterDirs` caches what each interpreter file lists.
+ */
+function guestDefaultDirs(
+  tree: ImageTree,
+  info: ElfInfo,
+  interpreterDirs: Map<string, string[] | null>,
+): string[] {
   const interp = info.interpreter;
   const arch = interp ? muslArch(interp) : null;
   if (arch !== null) {
@@ -129,9 +136,12 @@ function guestDefaultDirs(tree: ImageTree, info: ElfInfo): string[] {
     if (file?.type !== "file") return MUSL_DEFAULT_PATH;
     return parseMuslPathFile(readFileSync(file.hostPath, "latin1"));
   }
-  if (interp) {
-    const canonical = tree.canonical(interp);
-    const dirs = canonical ? readInterpreterDirsFile(tree.toHost(canonical)) : null;
+  const canonical = interp ? tree.canonical(interp) : null;
+  if (canonical !== null) {
+    if (!interpreterDirs.has(canonical)) {
+      interpreterDirs.set(canonical, readInterpreterDirsFile(tree.toHost(canonical)));
+    }
+    const dirs = interpreterDirs.get(canonical);
     if (dirs) return dirs;
   }
   return loaderAbiFor(info)?.defaultDirs ?? [];
@@ -139,7 +149,9 @@ function guestDefaultDirs(tree: ImageTree, info: ElfInfo): string[] {
 
 function realOrSelf(path: string): string {
   try {
-    return realpathSync(path);
+    // One realpath(3) call, where the JavaScript version runs an lstat
+    // for each path component: a few thousand files made that 40 ms.
+    return realpathSync.native(path);
   } catch {
     return path;
   }
@@ -165,6 +177,7 @@ export function planGuestFixups(
     if (!byHost.has(real)) byHost.set(real, path);
   }
   const elfs = imageElfs(tree, opts);
+  const interpreterDirs = new Map<string, string[] | null>();
   const added: ImageEntry[] = [];
   const unfixable = new Map<string, GuestProblem>();
   for (let round = 0; round < MAX_ROUNDS; round++) {
@@ -199,7 +212,7 @@ export function planGuestFixups(
         const other = foundByName.get(lib.name);
         const link = lib.name.includes("/") || other !== undefined
           ? null
-          : freeLink(tree, guestDefaultDirs(tree, elf.info), lib.name);
+          : freeLink(tree, guestDefaultDirs(tree, elf.info, interpreterDirs), lib.name);
         if (link === null) {
           problem("GUEST_LIB_MISMATCH",
             `/${elf.path.slice(1)} needs ${lib.name}; the guest finds ` +

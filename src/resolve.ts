@@ -110,6 +110,8 @@ export class Resolver {
   private readonly elfCache = new Map<string, ElfInfo | null>();
   private readonly canonicalCache = new Map<string, string | null>();
   private readonly closures = new Map<string, Closure>();
+  /** Default directories read out of each interpreter, by host path. */
+  private readonly interpreterDirs = new Map<string, string[] | null>();
   private ldCache: LdCache | null | undefined;
   private readonly warned = new Set<string>();
   /** Canonical paths of files that failed to parse as ELF. */
@@ -324,7 +326,11 @@ export class Resolver {
       const canonical = this.canonical(interp);
       const node = canonical === null ? null : this.tree.lookup(canonical);
       if (node?.type === "file") {
-        const dirs = readInterpreterDirsFile(node.hostPath);
+        let dirs = this.interpreterDirs.get(node.hostPath);
+        if (dirs === undefined) {
+          dirs = readInterpreterDirsFile(node.hostPath);
+          this.interpreterDirs.set(node.hostPath, dirs);
+        }
         if (dirs) return dirs;
       }
     }
