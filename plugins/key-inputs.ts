@@ -40,19 +40,27 @@ function closureOf(hostPath: string, resolver: Resolver): Closure | null {
   return resolver.resolve(hostPath);
 }
 
-/**
- * Lists the host files whose contents keyInputs() digests: each input
- * read from disk and the interpreter and libraries of its closure.
- * Resolving here fills the resolver's cache for keyInputs().
- */
-export function keyHostPaths(files: Vinyl[], resolver: Resolver): string[] {
+/** Lists the host paths of the inputs that keyInputs() reads from disk. */
+export function inputHostPaths(files: Vinyl[]): string[] {
   const paths: string[] = [];
   for (const file of files) {
     if (file.isDirectory() || file.isSymbolic() || file.isBuffer()) continue;
-    const hostPath = hostPathOf(file);
-    paths.push(hostPath);
-    const role = metaOf(file).role ?? "include";
-    const closure = role === "library" ? null : closureOf(hostPath, resolver);
+    paths.push(hostPathOf(file));
+  }
+  return paths;
+}
+
+/**
+ * Lists the interpreter and libraries of each dynamic ELF input, whose
+ * contents keyInputs() digests too. Resolving here fills the resolver's
+ * cache for keyInputs().
+ */
+export function closureHostPaths(files: Vinyl[], resolver: Resolver): string[] {
+  const paths: string[] = [];
+  for (const file of files) {
+    if (file.isDirectory() || file.isSymbolic() || file.isBuffer()) continue;
+    if (metaOf(file).role === "library") continue;
+    const closure = closureOf(hostPathOf(file), resolver);
     if (!closure) continue;
     for (const library of closure.libraries) paths.push(library.hostPath);
     if (closure.interpreter) paths.push(closure.interpreter.hostPath);

@@ -18,7 +18,7 @@ import {
   segmentPath,
   type StoreOptions,
 } from "../src/shm.js";
-import { keyHostPaths, keyInputs } from "./key-inputs.js";
+import { closureHostPaths, inputHostPaths, keyInputs } from "./key-inputs.js";
 import { metaOf } from "./meta.js";
 import { buildThroughSegment, reuseOutput, storeReused } from "./reuse.js";
 import { ARCHIVE_ROOT, archiveFile, configFiles } from "./sources.js";
@@ -141,8 +141,12 @@ export async function buildImage(
     warn,
     warnings,
   };
-  // Hashing on all cores first lets keyInputs() find every digest.
-  await build.digests.prefetch(keyHostPaths(files, build.resolver));
+  // The inputs are hashed on worker threads while their libraries are
+  // resolved here, so keyInputs() finds every large file's digest.
+  const inputsHashed = build.digests.prefetch(inputHostPaths(files));
+  const libraries = closureHostPaths(files, build.resolver);
+  await inputsHashed;
+  await build.digests.prefetch(libraries);
   build.key = inputKey(
     keyInputs(files, build.resolver, build.digests, { level: config.level ?? 1 }),
   );

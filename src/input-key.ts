@@ -112,7 +112,8 @@ export class DigestCache {
 
   /**
    * Hashes, on worker threads, the files among `paths` that have no valid
-   * cache entry, so that the digest() calls that follow find them.
+   * cache entry and were not prefetched yet, so that the digest() calls
+   * that follow find them.
    * Below PREFETCH_MIN_BYTES in all it does nothing: starting threads
    * would cost more than hashing on this thread.
    */
@@ -126,7 +127,7 @@ export class DigestCache {
       } catch {
         continue; // digest() reports the error when it gets there.
       }
-      const cached = this.#cached(before);
+      const cached = this.#cached(before) ?? this.#prefetched.get(path);
       if (cached !== undefined || !before.isFile()) continue;
       const startedNs = BigInt(Date.now()) * 1_000_000n;
       wanted.set(path, { before, startedNs, sha256: "" });
