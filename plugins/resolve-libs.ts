@@ -47,7 +47,10 @@ function entryOf(file: Vinyl): ImageEntry[] {
   const hostPath = hostPathOf(file);
   if (file.isBuffer() && !isHostFile(hostPath, file.contents.length)) return [];
   if (!isHostFile(hostPath)) return [];
-  return [{ path, hostPath }];
+  // detectElf() has parsed the file already, which saves the guest check
+  // from reading it again.
+  const elf = metaOf(file).elf;
+  return [elf === undefined ? { path, hostPath } : { path, hostPath, elf }];
 }
 
 /**

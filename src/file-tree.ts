@@ -1,9 +1,10 @@
 import { lstatSync, readlinkSync, realpathSync } from "node:fs";
 import { join, posix } from "node:path";
+import type { ElfInfo } from "./elf.js";
 
 /** One node of a directory tree, as lstat reports it. */
 export type TreeNode =
-  | { type: "file"; hostPath: string }
+  | { type: "file"; hostPath: string; elf?: ElfInfo | null }
   | { type: "dir" }
   | { type: "symlink"; target: string }
   | { type: "other" };
@@ -103,6 +104,11 @@ export interface ImageEntry {
   hostPath?: string;
   /** Target of a symlink entry, as stored in the archive. */
   symlink?: string;
+  /**
+   * The host file's ELF facts when the caller has parsed them already,
+   * null when it is not an ELF file. Left out, readers parse the file.
+   */
+  elf?: ElfInfo | null;
 }
 
 /** The tree an initramfs image unpacks to; parent directories are implied. */
@@ -121,6 +127,7 @@ export class ImageTree implements FileTree {
       node = { type: "symlink", target: entry.symlink };
     } else if (entry.hostPath !== undefined) {
       node = { type: "file", hostPath: entry.hostPath };
+      if (entry.elf !== undefined) node.elf = entry.elf;
     } else {
       node = { type: "dir" };
     }

@@ -57,10 +57,12 @@ function imageElfs(tree: ImageTree, opts: GuestCheckOptions): ImageElf[] {
     // file, as in an image with "bin/true" and then "bin". The guest
     // cannot reach such a file by its path, so there is nothing to check.
     if (tree.canonical(path) !== path) continue;
-    const hostPath = tree.toHost(path);
+    const node = tree.lookup(path);
+    if (node?.type !== "file") continue;
+    const hostPath = node.hostPath;
     let info: ElfInfo | null;
     try {
-      info = readElfFile(hostPath);
+      info = node.elf !== undefined ? node.elf : readElfFile(hostPath);
     } catch (err) {
       if (!(err instanceof ElfFormatError)) throw err;
       opts.onWarning?.({
@@ -150,7 +152,7 @@ function guestDefaultDirs(
 function realOrSelf(path: string): string {
   try {
     // One realpath(3) call, where the JavaScript version runs an lstat
-    // for each path component: a few thousand files made that 40 ms.
+    // for each path component.
     return realpathSync.native(path);
   } catch {
     return path;
@@ -173,6 +175,9 @@ export function planGuestFixups(
   const tree = new ImageTree(entries);
   const byHost = new Map<string, string>();
   for (const path of tree.files()) {
+    // A file known not to be ELF cannot be a library the host chose.
+    const node = tree.lookup(path);
+    if (node?.type === "file" && node.elf === null) continue;
     const real = realOrSelf(tree.toHost(path));
     if (!byHost.has(real)) byHost.set(real, path);
   }
