@@ -28,8 +28,28 @@ function addClosure(
   }
 }
 
+/**
+ * Closures that closureOf() found, by resolver and host path, because
+ * closureHostPaths() and keyInputs() ask for the same inputs.
+ */
+const closures = new WeakMap<Resolver, Map<string, Closure | null>>();
+
 /** Returns the resolved closure of a dynamic ELF input, else null. */
 function closureOf(hostPath: string, resolver: Resolver): Closure | null {
+  let known = closures.get(resolver);
+  if (known === undefined) {
+    known = new Map();
+    closures.set(resolver, known);
+  }
+  let closure = known.get(hostPath);
+  if (closure === undefined) {
+    closure = readClosure(hostPath, resolver);
+    known.set(hostPath, closure);
+  }
+  return closure;
+}
+
+function readClosure(hostPath: string, resolver: Resolver): Closure | null {
   try {
     // A malformed ELF is packed as data; detectElf() warns about it.
     if (!readElfFile(hostPath)?.dynamic) return null;
@@ -40,13 +60,44 @@ function closureOf(hostPath: string, resolver: Resolver): Closure | null {
   return resolver.resolve(hostPath);
 }
 
-/** Lists the host paths of the inputs that keyInputs() reads from disk. */
-export function inputHostPaths(files: Vinyl[]): string[] {
-  const paths: string[] = [];
+/**
+ * What the key covers of one input file. Taken before the stages run,
+ * because they replace the contents of the binaries they strip.
+ */
+export interface KeySource {
+  archivePath: string;
+  role: string;
+  mode: number;
+  /** Target of a symlink input. */
+  symlink?: string;
+  /** Contents of an input given as a Buffer. */
+  contents?: Buffer;
+  /** Host file of an input read from disk. */
+  hostPath?: string;
+}
+
+/** Returns the key sources of the input files; directories have none. */
+export function keySources(files: Vinyl[]): KeySource[] {
+  const sources: KeySource[] = [];
   for (const file of files) {
-    if (file.isDirectory() || file.isSymbolic() || file.isBuffer()) continue;
-    paths.push(hostPathOf(file));
+    if (file.isDirectory()) continue;
+    const source: KeySource = {
+      archivePath: archivePathOf(file),
+      role: metaOf(file).role ?? "include",
+      mode: (file.stat?.mode ?? 0) & 0o7777,
+    };
+    if (file.isSymbolic()) source.symlink = file.symlink!;
+    else if (file.isBuffer()) source.contents = file.contents;
+    else source.hostPath = hostPathOf(file);
+    sources.push(source);
   }
+  return sources;
+}
+
+/** Lists the host paths of the inputs that keyInputs() reads from disk. */
+export function inputHostPaths(sources: KeySource[]): string[] {
+  const paths: string[] = [];
+  for (const { hostPath } of sources) if (hostPath !== undefined) paths.push(hostPath);
   return paths;
 }
 
@@ -55,12 +106,11 @@ export function inputHostPaths(files: Vinyl[]): string[] {
  * contents keyInputs() digests too. Resolving here fills the resolver's
  * cache for keyInputs().
  */
-export function closureHostPaths(files: Vinyl[], resolver: Resolver): string[] {
+export function closureHostPaths(sources: KeySource[], resolver: Resolver): string[] {
   const paths: string[] = [];
-  for (const file of files) {
-    if (file.isDirectory() || file.isSymbolic() || file.isBuffer()) continue;
-    if (metaOf(file).role === "library") continue;
-    const closure = closureOf(hostPathOf(file), resolver);
+  for (const { hostPath, role } of sources) {
+    if (hostPath === undefined || role === "library") continue;
+    const closure = closureOf(hostPath, resolver);
     if (!closure) continue;
     for (const library of closure.libraries) paths.push(library.hostPath);
     if (closure.interpreter) paths.push(closure.interpreter.hostPath);
@@ -74,7 +124,7 @@ export function closureHostPaths(files: Vinyl[], resolver: Resolver): string[] {
  * dynamic ELF file, the way resolveLibs() will pack it.
  */
 export function keyInputs(
-  files: Vinyl[],
+  sources: KeySource[],
   resolver: Resolver,
   digests: DigestCache,
   options: Record<string, string | number | boolean> = {},
@@ -90,25 +140,15 @@ export function keyInputs(
     },
   };
   const libraries = new Map<string, KeyLibrary>();
-  for (const file of files) {
-    if (file.isDirectory()) continue;
-    const role = metaOf(file).role ?? "include";
-    const entry = {
-      archivePath: archivePathOf(file),
-      role,
-      mode: (file.stat?.mode ?? 0) & 0o7777,
-    };
-    if (file.isSymbolic()) {
-      const digest = hashBytes(file.symlink!);
-      inputs.files.push({ ...entry, digest, symlink: true });
-    } else if (file.isBuffer()) {
-      inputs.files.push({ ...entry, digest: hashBytes(file.contents) });
-    } else {
-      const hostPath = hostPathOf(file);
-      const digest = digests.digest(hostPath);
-      inputs.files.push({ ...entry, digest });
-      const closure =
-        role === "library" ? null : closureOf(hostPath, resolver);
+  for (const { archivePath, role, mode, symlink, contents, hostPath } of sources) {
+    const entry = { archivePath, role, mode };
+    if (symlink !== undefined) {
+      inputs.files.push({ ...entry, digest: hashBytes(symlink), symlink: true });
+    } else if (contents !== undefined) {
+      inputs.files.push({ ...entry, digest: hashBytes(contents) });
+    } else if (hostPath !== undefined) {
+      inputs.files.push({ ...entry, digest: digests.digest(hostPath) });
+      const closure = role === "library" ? null : closureOf(hostPath, resolver);
       if (closure) {
         addClosure(closure, digests, libraries);
         inputs.missing.push(...closure.missing.map((m) => m.name));

@@ -18,7 +18,13 @@ import {
   segmentPath,
   type StoreOptions,
 } from "../src/shm.js";
-import { closureHostPaths, inputHostPaths, keyInputs } from "./key-inputs.js";
+import {
+  closureHostPaths,
+  inputHostPaths,
+  keyInputs,
+  keySources,
+  type KeySource,
+} from "./key-inputs.js";
 import { metaOf } from "./meta.js";
 import { buildThroughSegment, reuseOutput, storeReused } from "./reuse.js";
 import { ARCHIVE_ROOT, archiveFile, configFiles } from "./sources.js";
@@ -96,17 +102,67 @@ function writeOutput(
 }
 
 /**
+ * Hashes the inputs on worker threads while their libraries are resolved
+ * here, then the libraries, so that buildKey() finds every large file's
+ * digest.
+ */
+async function prefetchDigests(build: Build, sources: KeySource[]): Promise<void> {
+  const inputsHashed = build.digests.prefetch(inputHostPaths(sources));
+  const libraries = closureHostPaths(sources, build.resolver);
+  await inputsHashed;
+  await build.digests.prefetch(libraries);
+}
+
+/** Returns the input key of a build whose digests are prefetched. */
+function buildKey(build: Build, sources: KeySource[]): string {
+  const { resolver, digests, config } = build;
+  return inputKey(keyInputs(sources, resolver, digests, { level: config.level ?? 1 }));
+}
+
+function temporaryOutput(config: BuildConfig): string {
+  return `${config.out}.tmp-${process.pid}`;
+}
+
+/**
+ * Runs the stages into a temporary output while `digestsReady` settles,
+ * then sets the key. Removes the temporary output if either fails.
+ */
+async function buildBesideKey(
+  build: Build,
+  sources: KeySource[],
+  digestsReady: Promise<void>,
+): Promise<Product> {
+  const [built, hashed] = await Promise.allSettled([
+    runStages(build, temporaryOutput(build.config)),
+    digestsReady,
+  ]);
+  if (built.status === "rejected") throw built.reason;
+  const product = built.value;
+  try {
+    if (hashed.status === "rejected") throw hashed.reason;
+    build.key = buildKey(build, sources);
+  } catch (error) {
+    if (product.writtenTo !== undefined) rmSync(product.writtenTo, { force: true });
+    throw error;
+  }
+  product.facts.key = build.key;
+  return product;
+}
+
+/**
  * Builds the image of `config` unless it is up to date, then writes it to
- * `config.out` with its build record (`OUT.key.json`). The input key is
- * computed first, from file contents (hashed only when a file's identity
- * changed since the record was written), the resolved libraries and the
- * options. With a matching record, an unchanged suffix leaves the image
+ * `config.out` with its build record (`OUT.key.json`). The input key
+ * covers file contents (hashed only when a file's identity changed since
+ * the record was written), the resolved libraries and the options. It is
+ * computed first, or beside the stages when there is neither a record nor
+ * a segment to reuse. With a matching record, an unchanged suffix leaves the image
  * as it is and a changed one is rewritten after the old compressed base.
  * With `config.shm`, the compressed base is stored as the segment
  * `ktstr-lz4-ARCH-KEY`. One process among concurrent ones builds it and
  * the others reuse it. Afterwards, stale segments of our prefixes are
- * removed unless another process holds a lock on them. The segment directory is `config.shmDir`, else the
- * GULP_INITRAMFS_SHM_DIR environment variable, else /dev/shm.
+ * removed unless another process holds a lock on them. The segment
+ * directory is `config.shmDir`, else the GULP_INITRAMFS_SHM_DIR
+ * environment variable, else /dev/shm.
  */
 export async function buildImage(
   config: BuildConfig,
@@ -141,25 +197,28 @@ export async function buildImage(
     warn,
     warnings,
   };
-  // The inputs are hashed on worker threads while their libraries are
-  // resolved here, so keyInputs() finds every large file's digest.
-  const inputsHashed = build.digests.prefetch(inputHostPaths(files));
-  const libraries = closureHostPaths(files, build.resolver);
-  await inputsHashed;
-  await build.digests.prefetch(libraries);
-  build.key = inputKey(
-    keyInputs(files, build.resolver, build.digests, { level: config.level ?? 1 }),
-  );
-  const reusable =
-    record !== null &&
-    record.key === build.key &&
-    outputMatches(config.out, record);
-  const checkMs = performance.now() - started;
+  const sources = keySources(files);
+  const digestsReady = prefetchDigests(build, sources);
   const shm = config.shm ? shmOptions(config, warn) : null;
   let product: Product;
-  if (reusable) product = await reuseOutput(build, record);
-  else if (shm) product = await buildThroughSegment(build, shm);
-  else product = await runStages(build, `${config.out}.tmp-${process.pid}`);
+  let checkMs: number;
+  if (record === null && shm === null) {
+    // Nothing to reuse, so the stages run while the inputs are hashed: the
+    // key then only names the image in its record and summary.
+    product = await buildBesideKey(build, sources, digestsReady);
+    checkMs = 0;
+  } else {
+    await digestsReady;
+    build.key = buildKey(build, sources);
+    checkMs = performance.now() - started;
+    const reusable =
+      record !== null &&
+      record.key === build.key &&
+      outputMatches(config.out, record);
+    if (reusable) product = await reuseOutput(build, record);
+    else if (shm) product = await buildThroughSegment(build, shm);
+    else product = await runStages(build, temporaryOutput(config));
+  }
   let segment: string | undefined;
   if (shm) {
     if (product.status !== "built") await storeReused(build, product, shm);
