@@ -123,9 +123,11 @@ async function* compressFrames(
     yield scratch.subarray(0, n);
     spare.push(scratch);
   };
+  // The next chunk is read while `concurrency` blocks compress, so the
+  // compressors do not wait for the source.
   for await (const chunk of chunkSource(source, chunks)) {
+    while (inflight.length >= compressor.concurrency) yield* next();
     start(chunk);
-    if (inflight.length >= compressor.concurrency) yield* next();
   }
   while (inflight.length > 0) yield* next();
 }
