@@ -66,8 +66,8 @@ export function legacyBound(length: number): number {
 /**
  * Compresses a sequence of buffers into one LZ4 legacy stream, yielding
  * the magic and then one framed block per 8 MiB of input, in order. At
- * most `concurrency` blocks are held or compressed at once, so memory
- * stays bounded for any input length. The source must not modify a
+ * most `concurrency` blocks are compressed at once and one more is read,
+ * so memory stays bounded for any input length. The source must not modify a
  * buffer after yielding it. Option errors throw on the first `next()`.
  */
 export async function* compressLegacyStream(
