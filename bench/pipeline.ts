@@ -29,7 +29,7 @@ const INCLUDE_ELF_BYTES = 220 * 1000 * 1000;
 const SMALL_FILES = 2000;
 const EXTRA_DEBUG_BYTES = 24 * 1000 * 1000;
 const ELF_MAGIC = Buffer.from([0x7f, 0x45, 0x4c, 0x46]);
-const RUNS = 3;
+const RUNS = 5;
 
 interface Timed {
   seconds: number;
