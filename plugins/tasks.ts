@@ -32,8 +32,15 @@ function withoutStack(error: unknown): unknown {
  * through the returned promise.
  */
 export function outsideDomain<T>(work: () => Promise<T>): Promise<T> {
-  (process as { domain?: { exit(): void } | null }).domain?.exit();
-  return work();
+  const domain = (process as { domain?: { enter(): void; exit(): void } | null }).domain;
+  domain?.exit();
+  try {
+    return work();
+  } finally {
+    // Promises that work() made keep no domain, while the caller's own
+    // code goes on in its domain.
+    domain?.enter();
+  }
 }
 
 function printWarning(warning: InitramfsWarning): void {

@@ -66,11 +66,11 @@ function settle(
     callback(toPluginError(error, fileName));
     return;
   }
-  if (!(result instanceof Promise)) {
+  if (typeof (result as PromiseLike<void> | undefined)?.then !== "function") {
     callback();
     return;
   }
-  result.then(
+  (result as PromiseLike<void>).then(
     () => callback(),
     (error: unknown) => callback(toPluginError(error, fileName)),
   );

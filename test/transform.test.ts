@@ -53,6 +53,16 @@ describe("pluginStream", () => {
     });
   });
 
+  test("thenable rejection names file", async () => {
+    const thenable = {
+      then(_resolve: () => void, reject: (error: Error) => void) {
+        reject(new Error("thenable failure"));
+      },
+    };
+    const stream = plugin(() => thenable as unknown as Promise<void>);
+    await assert.rejects(runPlugin(stream, [file("z")]), /thenable failure/);
+  });
+
   test("async rejection names file", async () => {
     const stream = plugin(async () => {
       throw new Error("late failure");
@@ -76,5 +86,15 @@ describe("outsideDomain", () => {
       });
     });
     assert.equal(seen, undefined);
+  });
+
+  test("keeps the caller's domain", () => {
+    const domain = create();
+    const after = domain.run(() => {
+      const work = outsideDomain(async () => undefined);
+      const current = activeDomain();
+      return work.then(() => current);
+    });
+    return after.then((current) => assert.equal(current, domain));
   });
 });
