@@ -4,16 +4,9 @@
  * to reuse its compressed base with a new suffix. It also keeps the
  * image file's identity as written and the content digests of its inputs.
  */
-import {
-  mkdirSync,
-  readFileSync,
-  renameSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-} from "node:fs";
-import { dirname } from "node:path";
+import { readFileSync, rmSync, statSync } from "node:fs";
 import type { DigestEntries } from "./input-key.js";
+import { writeFileAtomic } from "./temp-output.js";
 
 /** Bump when the record's fields change; older records are ignored. */
 export const RECORD_VERSION = 1;
@@ -114,19 +107,6 @@ export function outputMatches(out: string, record: BuildRecord): boolean {
     now.size === record.output.size &&
     now.mtimeNs === record.output.mtimeNs
   );
-}
-
-/** Writes `data` to `path` through a temporary file and a rename. */
-export function writeFileAtomic(path: string, data: Uint8Array | string): void {
-  mkdirSync(dirname(path), { recursive: true });
-  const temporary = `${path}.tmp-${process.pid}`;
-  try {
-    writeFileSync(temporary, data);
-    renameSync(temporary, path);
-  } catch (error) {
-    rmSync(temporary, { force: true });
-    throw error;
-  }
 }
 
 /** Writes the record of image `out` through a temporary file and a rename. */

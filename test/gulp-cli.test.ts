@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import {
   existsSync,
   mkdirSync,
@@ -14,7 +15,7 @@ import { after, before, describe, test } from "node:test";
 import { BUILD_LOG_ENV } from "../plugins/stages.js";
 import { distIsCurrent, FROM_SOURCES_ENV } from "../scripts/load-tasks.js";
 import { readCpio } from "../src/cpio-reader.js";
-import { compileC, requireTool, run, tempDir } from "./helpers/tools.js";
+import { compileC, exitedPid, requireTool, run, tempDir } from "./helpers/tools.js";
 
 const REPO = resolve(__dirname, "..");
 const GULP = join(REPO, "node_modules", ".bin", "gulp");
@@ -285,6 +286,37 @@ describe("gulp initramfs bad flags", () => {
     assert.notEqual(result.status, 0);
     assert.match(result.stdout + result.stderr, /LIB_MISSING|libgone\.so/);
     assert.deepEqual(readdirSync(dir), []);
+  });
+
+  test("SIGINT leaves no partial image", async () => {
+    const dir = join(tmp.dir, "interrupted");
+    mkdirSync(dir, { recursive: true });
+    // Random bytes at the slowest level keep the build busy for seconds.
+    const slow = join(tmp.dir, "random.bin");
+    writeFileSync(slow, randomBytes(48 << 20));
+    const out = join(dir, "image.lz4");
+    const child = spawn(GULP, [
+      "initramfs", "--init", bin.init, "--include", slow, "--level", "12", "--out", out,
+    ], { cwd: REPO, env: { ...process.env, NODE_OPTIONS: "" }, stdio: "ignore" });
+    const exited = new Promise<NodeJS.Signals | null>((done) =>
+      child.once("exit", (_code, signal) => done(signal)),
+    );
+    while (!readdirSync(dir).some((name) => name.includes(".tmp-"))) {
+      await new Promise((done) => setTimeout(done, 20));
+    }
+    child.kill("SIGINT");
+    assert.equal(await exited, "SIGINT");
+    assert.deepEqual(readdirSync(dir), []);
+  });
+
+  test("stale temporaries are removed", () => {
+    const dir = join(tmp.dir, "stale");
+    mkdirSync(dir, { recursive: true });
+    const dead = exitedPid();
+    writeFileSync(join(dir, `image.lz4.tmp-${dead}`), "partial");
+    const result = gulp(["initramfs", "--init", bin.init, "--out", join(dir, "image.lz4")]);
+    assert.equal(result.status, 0, result.stderr);
+    assert.deepEqual(readdirSync(dir).sort(), ["image.lz4", "image.lz4.key.json"]);
   });
 
   test("--init without a value fails", () => {

@@ -80,3 +80,11 @@ export function compileC(
   });
   return output;
 }
+
+/** Returns the id of a process that has already exited. */
+export function exitedPid(): number {
+  const child = spawnSync(process.execPath, ["-e", "console.log(process.pid)"], {
+    encoding: "utf8",
+  });
+  return Number(child.stdout.trim());
+}
