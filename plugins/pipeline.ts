@@ -4,12 +4,18 @@ import {
   outputIdentity,
   outputMatches,
   readRecord,
-  writeFileAtomic,
+  recordPath,
   writeRecord,
   type BuildRecord,
 } from "../src/build-record.js";
 import type { BuildConfig } from "../src/config.js";
-import { DigestCache, inputKey } from "../src/input-key.js";
+import { DigestCache, inputKey, statPaths } from "../src/input-key.js";
+import {
+  removeOnSignal,
+  removeStaleTemporaries,
+  temporaryPath,
+  writeFileAtomic,
+} from "../src/temp-output.js";
 import { Resolver } from "../src/resolve.js";
 import {
   cleanupStale,
@@ -101,16 +107,31 @@ function writeOutput(
   });
 }
 
+/** Digests being hashed ahead, and the host files they cover. */
+interface Prefetch {
+  paths: string[];
+  /** Settles once every worker is done, rejecting with the first error. */
+  ready: Promise<void>;
+}
+
 /**
  * Hashes the inputs on worker threads while their libraries are resolved
  * here, then the libraries, so that buildKey() finds every large file's
  * digest.
  */
-async function prefetchDigests(build: Build, sources: KeySource[]): Promise<void> {
-  const inputsHashed = build.digests.prefetch(inputHostPaths(sources));
-  const libraries = closureHostPaths(sources, build.resolver);
-  await inputsHashed;
-  await build.digests.prefetch(libraries);
+function prefetchDigests(build: Build, sources: KeySource[]): Prefetch {
+  const inputs = inputHostPaths(sources);
+  const inputsHashed = build.digests.prefetch(inputs);
+  let libraries: string[];
+  try {
+    libraries = closureHostPaths(sources, build.resolver);
+  } catch (error) {
+    // The error is raised once the workers stop, so none outlives it.
+    const raise = () => Promise.reject(error);
+    return { paths: inputs, ready: inputsHashed.then(raise, raise) };
+  }
+  const ready = inputsHashed.then(() => build.digests.prefetch(libraries));
+  return { paths: [...inputs, ...libraries], ready };
 }
 
 /** Returns the input key of a build whose digests are prefetched. */
@@ -119,31 +140,44 @@ function buildKey(build: Build, sources: KeySource[]): string {
   return inputKey(keyInputs(sources, resolver, digests, { level: config.level ?? 1 }));
 }
 
-function temporaryOutput(config: BuildConfig): string {
-  return `${config.out}.tmp-${process.pid}`;
-}
-
 /**
- * Runs the stages into a temporary output while `digestsReady` settles,
- * then sets the key. Removes the temporary output if either fails.
+ * Runs the stages into a temporary output while the prefetch settles,
+ * then sets the key. Returns null, with the output removed, when a file
+ * the key covers was written during the build: the key could then name
+ * contents that the image does not have. Removes the temporary output if
+ * anything fails.
  */
 async function buildBesideKey(
   build: Build,
   sources: KeySource[],
-  digestsReady: Promise<void>,
-): Promise<Product> {
+  prefetch: Prefetch,
+): Promise<Product | null> {
+  const before = statPaths(prefetch.paths);
   const [built, hashed] = await Promise.allSettled([
-    runStages(build, temporaryOutput(build.config)),
-    digestsReady,
+    runStages(build, temporaryPath(build.config.out)),
+    prefetch.ready,
   ]);
   if (built.status === "rejected") throw built.reason;
   const product = built.value;
+  const discard = () => {
+    if (product.writtenTo !== undefined) rmSync(product.writtenTo, { force: true });
+  };
   try {
     if (hashed.status === "rejected") throw hashed.reason;
     build.key = buildKey(build, sources);
   } catch (error) {
-    if (product.writtenTo !== undefined) rmSync(product.writtenTo, { force: true });
+    discard();
     throw error;
+  }
+  const changed = build.digests.changedSince(before);
+  if (changed.length > 0) {
+    discard();
+    build.warn({
+      code: "INPUT_CHANGED_DURING_BUILD",
+      message: `${changed[0]} changed during the build; building again from its new contents`,
+      fileName: changed[0],
+    });
+    return null;
   }
   product.facts.key = build.key;
   return product;
@@ -162,9 +196,28 @@ async function buildBesideKey(
  * the others reuse it. Afterwards, stale segments of our prefixes are
  * removed unless another process holds a lock on them. The segment
  * directory is `config.shmDir`, else the GULP_INITRAMFS_SHM_DIR
- * environment variable, else /dev/shm.
+ * environment variable, else /dev/shm. The image and record are written
+ * through temporary files (src/temp-output.ts), removed on failure, on
+ * SIGINT, SIGTERM or SIGHUP, and by the next build if this process dies.
  */
 export async function buildImage(
+  config: BuildConfig,
+  inputs?: Vinyl[],
+  onWarning?: WarningHandler,
+): Promise<BuildSummary> {
+  removeStaleTemporaries(config.out);
+  const stop = removeOnSignal([
+    temporaryPath(config.out),
+    temporaryPath(recordPath(config.out)),
+  ]);
+  try {
+    return await buildAndWrite(config, inputs, onWarning);
+  } finally {
+    stop();
+  }
+}
+
+async function buildAndWrite(
   config: BuildConfig,
   inputs?: Vinyl[],
   onWarning?: WarningHandler,
@@ -198,17 +251,17 @@ export async function buildImage(
     warnings,
   };
   const sources = keySources(files);
-  const digestsReady = prefetchDigests(build, sources);
+  const prefetch = prefetchDigests(build, sources);
   const shm = config.shm ? shmOptions(config, warn) : null;
-  let product: Product;
-  let checkMs: number;
+  let product: Product | null = null;
+  let checkMs = 0;
   if (record === null && shm === null) {
     // Nothing to reuse, so the stages run while the inputs are hashed: the
     // key then only names the image in its record and summary.
-    product = await buildBesideKey(build, sources, digestsReady);
-    checkMs = 0;
-  } else {
-    await digestsReady;
+    product = await buildBesideKey(build, sources, prefetch);
+  }
+  if (product === null) {
+    await prefetch.ready;
     build.key = buildKey(build, sources);
     checkMs = performance.now() - started;
     const reusable =
@@ -217,7 +270,7 @@ export async function buildImage(
       outputMatches(config.out, record);
     if (reusable) product = await reuseOutput(build, record);
     else if (shm) product = await buildThroughSegment(build, shm);
-    else product = await runStages(build, temporaryOutput(config));
+    else product = await runStages(build, temporaryPath(config.out));
   }
   let segment: string | undefined;
   if (shm) {

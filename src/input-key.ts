@@ -81,6 +81,8 @@ export class DigestCache {
   readonly #used: DigestEntries = {};
   /** Digests hashed ahead by prefetch(), with the stat taken before. */
   readonly #prefetched = new Map<string, Prefetched>();
+  /** The stat each digest() call found before hashing, by path. */
+  readonly #seen = new Map<string, BigIntStats>();
   #hashed = 0;
 
   /** Starts from the entries a previous run saved, if any. */
@@ -147,6 +149,7 @@ export class DigestCache {
   /** Returns the SHA-256 (hex) of the file at `path`, symlinks followed. */
   digest(path: string): string {
     const before = statSync(path, { bigint: true });
+    this.#seen.set(path, before);
     const id = `${before.dev}:${before.ino}`;
     const cached = this.#cached(before);
     if (cached !== undefined) {
@@ -169,6 +172,35 @@ export class DigestCache {
     if (!changed && !racy) this.#used[id] = entry;
     return sha256;
   }
+
+  /**
+   * Lists the paths of `before` that digest() found with another stat:
+   * files written between that snapshot and their digest.
+   */
+  changedSince(before: Map<string, BigIntStats>): string[] {
+    const changed: string[] = [];
+    for (const [path, stat] of before) {
+      const seen = this.#seen.get(path);
+      if (seen !== undefined && !sameStat(seen, stat)) changed.push(path);
+    }
+    return changed;
+  }
+}
+
+/**
+ * Returns the stat of each path that exists, to compare later with
+ * DigestCache.changedSince().
+ */
+export function statPaths(paths: Iterable<string>): Map<string, BigIntStats> {
+  const stats = new Map<string, BigIntStats>();
+  for (const path of paths) {
+    try {
+      stats.set(path, statSync(path, { bigint: true }));
+    } catch {
+      // digest() reports a missing file when it gets there.
+    }
+  }
+  return stats;
 }
 
 /** A digest hashed by prefetch(), with what was known when it started. */

@@ -16,6 +16,7 @@ import {
   formatSummary,
   type BuildSummary,
 } from "../plugins/pipeline.js";
+import { DigestCache } from "../src/input-key.js";
 import { compileC, run, tempDir } from "./helpers/tools.js";
 
 const REPO = resolve(__dirname, "..");
@@ -137,6 +138,35 @@ describe("incremental builds", () => {
     assert.equal(second.entries, first.entries);
     assert.ok(fs.readFileSync(config.out).equals(bytes));
     assert.match(formatSummary(second), /^up to date \(checked in \d+ ms\)/);
+  });
+
+  it("edit during a first build rebuilds", async () => {
+    const config = projectConfig(project);
+    const notes = join(project, "data", "notes.txt");
+    // The first digest() runs once the stages have packed version 1, so
+    // the edit lands between packing and hashing.
+    const digest = DigestCache.prototype.digest;
+    let edited = false;
+    DigestCache.prototype.digest = function (this: DigestCache, path: string) {
+      if (!edited) {
+        edited = true;
+        fs.writeFileSync(notes, "notes, version 2\n");
+      }
+      return digest.call(this, path);
+    };
+    let first: BuildSummary;
+    try {
+      first = await buildImage(config);
+    } finally {
+      DigestCache.prototype.digest = digest;
+    }
+    const codes = first.warnings.map((w) => w.code);
+    assert.deepEqual(codes, ["INPUT_CHANGED_DURING_BUILD"]);
+    assert.equal(extract(config.out, "include-files/data/notes.txt"), "notes, version 2\n");
+    await sleep(PAST_RACY_MARGIN_MS);
+    const second = await buildImage(config);
+    assert.equal(second.status, "up-to-date");
+    assert.equal(second.image.key, first.image.key);
   });
 
   it("same-size edit changes the key", async () => {
