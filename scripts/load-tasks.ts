@@ -1,11 +1,12 @@
-import { readdirSync, statSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 
 /*
  * Loads the gulp tasks for gulpfile.ts. The compiled package in dist/
  * (built by `npm ci` and `npm run build`) starts about 0.2 s faster than
- * the TypeScript sources through tsx, so it is used whenever it is up to
- * date. This file imports nothing relative, because gulp-cli compiles
+ * the TypeScript sources through tsx, so it is used whenever it was
+ * compiled from the sources as they are now. This file imports nothing relative, because gulp-cli compiles
  * gulpfile.ts with esbuild-register, which cannot map the `.js` import
  * specifiers of the sources to their `.ts` files.
  */
@@ -18,37 +19,56 @@ export const FROM_SOURCES_ENV = "GULP_INITRAMFS_FROM_SOURCES";
 /** Lists the `.ts` files under `dir` (relative to `root`), recursively. */
 function sourceFiles(root: string, dir: string): string[] {
   const files: string[] = [];
-  for (const entry of readdirSync(join(root, dir), { withFileTypes: true })) {
-    const path = `${dir}/${entry.name}`;
-    if (entry.isDirectory()) files.push(...sourceFiles(root, path));
-    else if (entry.name.endsWith(".ts") && !entry.name.endsWith(".d.ts")) {
-      files.push(path);
-    }
+  for (const name of readdirSync(join(root, dir)).sort()) {
+    const path = `${dir}/${name}`;
+    // statSync follows symlinks, so a linked directory is listed too.
+    if (statSync(join(root, path)).isDirectory()) files.push(...sourceFiles(root, path));
+    else if (name.endsWith(".ts") && !name.endsWith(".d.ts")) files.push(path);
   }
   return files;
 }
 
-function modifiedMs(path: string): number | null {
-  try {
-    return statSync(path).mtimeMs;
-  } catch {
-    return null;
+/** Path of the digests of the sources that dist/ was compiled from. */
+export const SOURCES_MANIFEST = join("dist", "sources.json");
+
+/**
+ * Returns the SHA-256 of every file that the compiled package depends
+ * on: index.ts, src/, plugins/ and the two tsconfig files, by path.
+ */
+export function sourceDigests(root: string): Record<string, string> {
+  const paths = [
+    "index.ts",
+    "tsconfig.json",
+    "tsconfig.build.json",
+    ...sourceFiles(root, "src"),
+    ...sourceFiles(root, "plugins"),
+  ];
+  const digests: Record<string, string> = {};
+  for (const path of paths) {
+    digests[path] = createHash("sha256").update(readFileSync(join(root, path))).digest("hex");
   }
+  return digests;
 }
 
 /**
- * Returns true when `root`/dist has a compiled `.js` file for every
- * source of the package (index.ts, src/, plugins/), none older than its
- * source.
+ * Returns true when dist/ under `root` was compiled from the sources as
+ * they are now: `npm run build` records their digests, taken before the
+ * compiler reads them, in dist/sources.json.
  */
 export function distIsCurrent(root: string): boolean {
-  const sources = ["index.ts", ...sourceFiles(root, "src"), ...sourceFiles(root, "plugins")];
-  for (const source of sources) {
-    const compiled = modifiedMs(join(root, "dist", source.replace(/\.ts$/, ".js")));
-    const written = modifiedMs(join(root, source));
-    if (compiled === null || written === null || compiled < written) return false;
+  let recorded: unknown;
+  try {
+    recorded = JSON.parse(readFileSync(join(root, SOURCES_MANIFEST), "utf8"));
+  } catch {
+    return false;
   }
-  return true;
+  let current: Record<string, string>;
+  try {
+    current = sourceDigests(root);
+  } catch {
+    return false;
+  }
+  return JSON.stringify(recorded) === JSON.stringify(current);
 }
 
 /**

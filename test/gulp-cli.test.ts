@@ -343,7 +343,7 @@ describe("gulp initramfs from dist and sources", () => {
   });
 
   test("dist is built", () => {
-    assert.ok(distIsCurrent(REPO), "dist/ is older than the sources: run npm run build");
+    assert.ok(distIsCurrent(REPO), "dist/ was not compiled from the current sources: run npm run build");
   });
 
   test("loads dist, then sources", () => {

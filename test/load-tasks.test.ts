@@ -1,51 +1,80 @@
 import assert from "node:assert/strict";
-import { mkdirSync, rmSync, utimesSync, writeFileSync } from "node:fs";
+import {
+  mkdirSync,
+  rmSync,
+  symlinkSync,
+  utimesSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import { after, beforeEach, describe, test } from "node:test";
-import { distIsCurrent } from "../scripts/load-tasks.js";
+import {
+  distIsCurrent,
+  SOURCES_MANIFEST,
+  sourceDigests,
+} from "../scripts/load-tasks.js";
 import { tempDir } from "./helpers/tools.js";
 
-const SOURCES = ["index.ts", "src/a.ts", "src/deep/b.ts", "plugins/c.ts"];
+const SOURCES = [
+  "index.ts",
+  "tsconfig.json",
+  "tsconfig.build.json",
+  "src/a.ts",
+  "src/deep/b.ts",
+  "plugins/c.ts",
+];
 
 describe("distIsCurrent", () => {
   const tmp = tempDir("load-tasks");
   const root = join(tmp.dir, "package");
   after(() => tmp.cleanup());
 
-  /** Sets the modification time of `path` to `seconds` after the epoch. */
-  const touch = (path: string, seconds: number) =>
-    utimesSync(join(root, path), seconds, seconds);
+  const write = (path: string, text: string) => {
+    mkdirSync(join(root, path, ".."), { recursive: true });
+    writeFileSync(join(root, path), text);
+  };
+  /** Records the digests as `npm run build` does. */
+  const build = () =>
+    write(SOURCES_MANIFEST, JSON.stringify(sourceDigests(root)));
 
   beforeEach(() => {
     rmSync(root, { recursive: true, force: true });
-    for (const source of SOURCES) {
-      const compiled = `dist/${source.replace(/\.ts$/, ".js")}`;
-      for (const path of [source, compiled]) {
-        mkdirSync(join(root, path, ".."), { recursive: true });
-        writeFileSync(join(root, path), "");
-      }
-      touch(source, 1000);
-      touch(compiled, 2000);
-    }
-    writeFileSync(join(root, "src", "types.d.ts"), "");
+    for (const path of SOURCES) write(path, `// ${path}\n`);
+    write("src/types.d.ts", "");
+    build();
   });
 
-  test("true when every output is newer", () => {
+  test("true right after a build", () => {
     assert.equal(distIsCurrent(root), true);
   });
 
-  test("false when a source is newer", () => {
-    touch("src/deep/b.ts", 3000);
+  test("false after an edit with an old mtime", () => {
+    write("src/deep/b.ts", "// edited\n");
+    utimesSync(join(root, "src/deep/b.ts"), 1000, 1000);
     assert.equal(distIsCurrent(root), false);
   });
 
-  test("false when an output is missing", () => {
-    rmSync(join(root, "dist", "plugins", "c.js"));
+  test("false after a new source", () => {
+    write("plugins/new.ts", "");
     assert.equal(distIsCurrent(root), false);
   });
 
-  test("false without dist", () => {
-    rmSync(join(root, "dist"), { recursive: true });
+  test("false after a tsconfig edit", () => {
+    write("tsconfig.json", "{}");
+    assert.equal(distIsCurrent(root), false);
+  });
+
+  test("false without the manifest", () => {
+    rmSync(join(root, SOURCES_MANIFEST));
+    assert.equal(distIsCurrent(root), false);
+  });
+
+  test("follows a symlinked directory", () => {
+    write("elsewhere/linked.ts", "// one\n");
+    symlinkSync(join(root, "elsewhere"), join(root, "src", "linked"));
+    build();
+    assert.equal(distIsCurrent(root), true);
+    write("elsewhere/linked.ts", "// two\n");
     assert.equal(distIsCurrent(root), false);
   });
 });

@@ -1,0 +1,28 @@
+import { spawnSync } from "node:child_process";
+import { rmSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { SOURCES_MANIFEST, sourceDigests } from "./load-tasks.js";
+
+/*
+ * `npm run build`: compiles the package into dist/ with tsc and records
+ * the digests of the sources in dist/sources.json, so that gulpfile.ts
+ * loads dist/ only while the sources are unchanged. The digests are taken
+ * before tsc runs: a file saved during the build then differs from them,
+ * and gulp falls back to the sources.
+ */
+
+const root = resolve(__dirname, "..");
+const manifest = join(root, SOURCES_MANIFEST);
+const digests = sourceDigests(root);
+rmSync(manifest, { force: true });
+const tsc = spawnSync(
+  process.execPath,
+  [require.resolve("typescript/bin/tsc"), "-p", join(root, "tsconfig.build.json")],
+  { stdio: "inherit" },
+);
+if (tsc.status !== 0) {
+  console.error("tsc failed; dist/ is left without sources.json, so gulp loads the sources");
+  process.exitCode = tsc.status ?? 1;
+} else {
+  writeFileSync(manifest, JSON.stringify(digests, null, 2) + "\n");
+}
