@@ -23,7 +23,9 @@ export interface Lz4LegacyOptions extends Omit<Lz4Options, "onWarning"> {
   /**
    * With a sink: true (default) also gives the file the whole compressed
    * image as a Buffer. false leaves its contents null, so the image is
-   * never held in memory.
+   * never held in memory, and the sink gets views into buffers that the
+   * compressor reuses once the sink's promise settles, so a sink that
+   * keeps a chunk (for example `stream.write(chunk)`) must copy it.
    */
   retain?: boolean;
   /** Appended to the file name. Default ".lz4". */
