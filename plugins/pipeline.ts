@@ -1,4 +1,4 @@
-import { renameSync, rmSync } from "node:fs";
+import { renameSync, rmSync, statSync } from "node:fs";
 import Vinyl from "vinyl";
 import {
   outputIdentity,
@@ -11,6 +11,7 @@ import {
 import type { BuildConfig } from "../src/config.js";
 import { DigestCache, inputKey, statPaths } from "../src/input-key.js";
 import {
+  prepareOutput,
   removeOnSignal,
   removeStaleTemporaries,
   temporaryPath,
@@ -18,6 +19,7 @@ import {
 } from "../src/temp-output.js";
 import { Resolver } from "../src/resolve.js";
 import {
+  DEFAULT_SHM_DIR,
   cleanupStale,
   rustArch,
   segmentName,
@@ -61,6 +63,22 @@ function shmOptions(config: BuildConfig, warn: WarningHandler): StoreOptions {
     onWarning: ({ code, message, path }) =>
       warn({ code, message, fileName: path }),
   };
+}
+
+/** Throws SHM_DIR_NOT_FOUND unless `dir` is a directory. */
+function checkShmDir(dir: string): void {
+  let found = false;
+  try {
+    found = statSync(dir).isDirectory();
+  } catch {
+    // Reported below.
+  }
+  if (found) return;
+  const error = new Error(
+    `shared-memory directory ${dir} does not exist or is not a directory; ` +
+      `create it, or set --shm-dir or ${SHM_DIR_ENV} to another one`,
+  );
+  throw Object.assign(error, { code: "SHM_DIR_NOT_FOUND", fileName: dir });
 }
 
 function writeOutput(
@@ -237,6 +255,7 @@ async function buildAndWrite(
         fileName: hostPath,
       }),
     );
+  prepareOutput(config.out);
   const record = readRecord(config.out);
   const build: Build = {
     config,
@@ -253,6 +272,7 @@ async function buildAndWrite(
   const sources = keySources(files);
   const prefetch = prefetchDigests(build, sources);
   const shm = config.shm ? shmOptions(config, warn) : null;
+  if (shm) checkShmDir(shm.shmDir ?? DEFAULT_SHM_DIR);
   let product: Product | null = null;
   let checkMs = 0;
   if (record === null && shm === null) {

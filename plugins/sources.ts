@@ -1,4 +1,4 @@
-import { Stats, statSync } from "node:fs";
+import { accessSync, constants, Stats, statSync } from "node:fs";
 import { Readable } from "node:stream";
 import Vinyl from "vinyl";
 import type { BuildConfig } from "../src/config.js";
@@ -32,14 +32,28 @@ export function archiveFile(
   return file;
 }
 
-/** Names of inputs in errors, by role: the flag that gave the input. */
+/** Names of inputs in errors, by role, and the settings that give them. */
 const ROLE_LABELS: Record<Role, string> = {
-  payload: "--init file",
-  busybox: "--busybox file",
-  extra: "--extra file",
+  payload: "init file",
+  busybox: "busybox file",
+  extra: "extra file",
   include: "include",
   library: "library",
 };
+const ROLE_SETTINGS: Partial<Record<Role, string>> = {
+  payload: '--init or "init" in initramfs.config.json',
+  busybox: '--busybox or "busybox" in initramfs.config.json',
+  extra: '--extra or "extra" in initramfs.config.json',
+};
+
+function unreadable(hostPath: string, role: Role, reason: string, fix: string) {
+  const setting = ROLE_SETTINGS[role];
+  return new ConfigError(
+    "INPUT_NOT_FOUND",
+    `${ROLE_LABELS[role]} ${hostPath} cannot be read (${reason}); ${fix}` +
+      (setting ? ` (set by ${setting})` : ""),
+  );
+}
 
 function statBinary(hostPath: string, role: Role): Stats {
   let stat: Stats;
@@ -47,11 +61,7 @@ function statBinary(hostPath: string, role: Role): Stats {
     stat = statSync(hostPath);
   } catch (error) {
     const reason = (error as NodeJS.ErrnoException).code ?? String(error);
-    throw new ConfigError(
-      "INPUT_NOT_FOUND",
-      `${ROLE_LABELS[role]} ${hostPath} cannot be read (${reason}); ` +
-        "check the path",
-    );
+    throw unreadable(hostPath, role, reason, "check the path");
   }
   if (!stat.isFile()) {
     throw new ConfigError(
@@ -59,6 +69,12 @@ function statBinary(hostPath: string, role: Role): Stats {
       `${ROLE_LABELS[role]} ${hostPath} is not a regular file; name the ` +
         "binary itself",
     );
+  }
+  try {
+    accessSync(hostPath, constants.R_OK);
+  } catch (error) {
+    const reason = (error as NodeJS.ErrnoException).code ?? String(error);
+    throw unreadable(hostPath, role, reason, "check its permissions");
   }
   return stat;
 }

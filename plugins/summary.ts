@@ -55,7 +55,8 @@ function statusLine(summary: BuildSummary): string {
   const check = `checked in ${summary.checkMs.toFixed(0)} ms`;
   if (summary.status === "up-to-date") return `up to date (${check})`;
   if (summary.status === "built") {
-    return `built (inputs changed; ${check}, ${summary.hashedFiles} files hashed)`;
+    const files = summary.hashedFiles === 1 ? "file" : "files";
+    return `built (inputs changed; ${check}, ${summary.hashedFiles} ${files} hashed)`;
   }
   const from =
     summary.baseSource === "segment" ? "shared memory" : "the previous image";

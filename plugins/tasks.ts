@@ -1,6 +1,11 @@
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
-import { isEmptyBuild, loadConfig, unknownFlags } from "../src/config.js";
+import {
+  closestFlag,
+  isEmptyBuild,
+  loadConfig,
+  unknownFlags,
+} from "../src/config.js";
 import {
   formatListing,
   imageEntries,
@@ -66,8 +71,12 @@ async function buildTask(): Promise<void> {
   const argv = process.argv.slice(2);
   const unknown = unknownFlags(argv);
   if (unknown.length) {
+    const named = unknown.map((flag) => {
+      const closest = closestFlag(flag);
+      return closest ? `${flag} (did you mean ${closest}?)` : flag;
+    });
     const error = new Error(
-      `unknown flag ${unknown.join(", ")}; the README lists the flags of ` +
+      `unknown flag ${named.join(", ")}; the README lists the flags of ` +
         "gulp initramfs",
     );
     throw Object.assign(error, { code: "CONFIG_UNKNOWN_FLAG" });
@@ -108,11 +117,22 @@ function readImage(path: string): Buffer {
   }
 }
 
+/** Runs `read` on the image at `path`, naming the file in its errors. */
+function fromImage<T>(path: string, read: (bytes: Buffer) => T): T {
+  const bytes = readImage(path);
+  try {
+    return read(bytes);
+  } catch (error) {
+    if (error instanceof Error) error.message = `${path}: ${error.message}`;
+    throw error;
+  }
+}
+
 /** Lists an image like `lsinitramfs -l`: mode, size, path, symlink target. */
 export async function initramfsLs(): Promise<void> {
   try {
     const path = imagePath();
-    console.log(formatListing(imageEntries(readImage(path))));
+    console.log(formatListing(fromImage(path, imageEntries)));
   } catch (error) {
     throw withoutStack(error);
   }
@@ -135,7 +155,7 @@ export async function initramfsVerify(): Promise<void> {
 
 function verifyTask(): void {
   const path = imagePath();
-  const problems = verifyImageBytes(readImage(path));
+  const problems = fromImage(path, verifyImageBytes);
   if (problems.length === 0) {
     console.log(`${path}: every ELF file finds its interpreter and libraries`);
     return;

@@ -277,6 +277,44 @@ export function unknownFlags(argv: string[]): string[] {
   return unknown;
 }
 
+/** Number of single-character edits that turn `a` into `b`. */
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i];
+    for (let j = 1; j <= b.length; j++) {
+      const substitution = previous[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1);
+      current.push(Math.min(previous[j] + 1, current[j - 1] + 1, substitution));
+    }
+    previous = current;
+  }
+  return previous[b.length];
+}
+
+/**
+ * Returns the flag of `gulp initramfs` closest to a misspelled one, such
+ * as `--include` for `--inlcude`, or null when none is within two edits.
+ */
+export function closestFlag(unknown: string): string | null {
+  const flag = unknown.replace(/^--/, "");
+  const known = [
+    ...Object.keys(LIST_KEYS),
+    ...Object.keys(STRING_KEYS),
+    ...Object.keys(NUMBER_KEYS),
+    ...OTHER_FLAGS,
+  ];
+  let best: string | null = null;
+  let bestDistance = 3;
+  for (const candidate of known) {
+    const distance = editDistance(flag, candidate);
+    if (distance < bestDistance) {
+      best = candidate;
+      bestDistance = distance;
+    }
+  }
+  return best === null ? null : `--${best}`;
+}
+
 function expectStrings(key: string, value: unknown): string[] {
   const list = typeof value === "string" ? [value] : value;
   if (!Array.isArray(list) || list.some((v) => typeof v !== "string")) {

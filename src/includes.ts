@@ -1,4 +1,6 @@
 import {
+  accessSync,
+  constants,
   lstatSync,
   readdirSync,
   readlinkSync,
@@ -36,7 +38,23 @@ function statOrThrow(spec: string, path: string): Stats {
     }
     throw new ConfigError(
       "INCLUDE_NOT_FOUND",
-      `--include ${spec}: ${path} cannot be read (${reason})`,
+      `--include ${spec}: ${path} cannot be read (${reason}); check the path`,
+    );
+  }
+}
+
+/**
+ * Throws INCLUDE_NOT_FOUND when this process cannot read `path`, or list
+ * it when it is a directory, so the build stops before it starts.
+ */
+function checkReadable(spec: string, path: string, directory: boolean): void {
+  try {
+    accessSync(path, directory ? constants.R_OK | constants.X_OK : constants.R_OK);
+  } catch (error) {
+    const reason = (error as NodeJS.ErrnoException).code ?? String(error);
+    throw new ConfigError(
+      "INCLUDE_NOT_FOUND",
+      `--include ${spec}: ${path} cannot be read (${reason}); check its permissions`,
     );
   }
 }
@@ -73,6 +91,7 @@ export function lookupInPath(
  * the real paths of the directories on the current walk path.
  */
 function walk(
+  spec: string,
   dir: string,
   archiveDir: string,
   out: IncludeFile[],
@@ -85,6 +104,7 @@ function walk(
     return;
   }
   seen.add(real);
+  checkReadable(spec, dir, true);
   for (const name of readdirSync(dir).sort()) {
     const hostPath = join(dir, name);
     const archivePath = archiveDir ? `${archiveDir}/${name}` : name;
@@ -95,8 +115,12 @@ function walk(
       onSkip(hostPath, "dangling symlink");
       continue;
     }
-    if (stat.isDirectory()) walk(hostPath, archivePath, out, seen, onSkip);
-    else if (stat.isFile()) out.push({ archivePath, hostPath, stat });
+    if (stat.isDirectory()) {
+      walk(spec, hostPath, archivePath, out, seen, onSkip);
+    } else if (stat.isFile()) {
+      checkReadable(spec, hostPath, false);
+      out.push({ archivePath, hostPath, stat });
+    }
     else onSkip(hostPath, "not a regular file");
   }
   seen.delete(real);
@@ -127,7 +151,8 @@ export function expandInclude(
     if (!found) {
       throw new ConfigError(
         "INCLUDE_NOT_FOUND",
-        `--include ${spec}: no file "${source}" in ${cwd} or in PATH`,
+        `--include ${spec}: no file "${source}" in ${cwd} or in PATH` +
+          (archive === null ? "" : ` (in ARCHIVE=PATH, PATH is "${source}", after the first "=")`),
       );
     }
     hostPath = found;
@@ -135,7 +160,10 @@ export function expandInclude(
   const stat = statOrThrow(spec, hostPath);
   const name = basename(hostPath.replace(/\/+$/, ""));
   const target = archive ?? `${INCLUDE_DIR}/${name}`;
-  if (stat.isFile()) return [{ archivePath: target, hostPath, stat }];
+  if (stat.isFile()) {
+    checkReadable(spec, hostPath, false);
+    return [{ archivePath: target, hostPath, stat }];
+  }
   if (!stat.isDirectory()) {
     throw new ConfigError(
       "INCLUDE_NOT_REGULAR",
@@ -143,7 +171,7 @@ export function expandInclude(
     );
   }
   const out: IncludeFile[] = [];
-  walk(hostPath, target, out, new Set(), onSkip);
+  walk(spec, hostPath, target, out, new Set(), onSkip);
   // Sort by whole path in code-unit order: walking sorted directories puts
   // "a/b" before "a.txt", though "." sorts before "/".
   return out.sort(byArchivePath);

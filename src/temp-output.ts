@@ -5,10 +5,13 @@
  * SIGHUP, and by a later build once the process that wrote them is gone.
  */
 import {
+  accessSync,
+  constants,
   mkdirSync,
   readdirSync,
   renameSync,
   rmSync,
+  statSync,
   writeFileSync,
 } from "node:fs";
 import { basename, dirname, join } from "node:path";
@@ -18,6 +21,41 @@ const TERMINATING_SIGNALS: NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP"];
 /** Returns the temporary path this process writes `path` through. */
 export function temporaryPath(path: string): string {
   return `${path}.tmp-${process.pid}`;
+}
+
+/**
+ * Creates the directory of output `path` and checks that the output can
+ * be written there through a temporary file, before any work is done.
+ * Throws OUTPUT_NOT_WRITABLE naming the path and what to change.
+ */
+export function prepareOutput(path: string): void {
+  const fail = (reason: string, fix: string) =>
+    Object.assign(new Error(`cannot write the image to ${path} (${reason}); ${fix}`), {
+      code: "OUTPUT_NOT_WRITABLE",
+      fileName: path,
+    });
+  const errorCode = (error: unknown) =>
+    (error as NodeJS.ErrnoException).code ?? String(error);
+  let isDirectory = false;
+  try {
+    isDirectory = statSync(path).isDirectory();
+  } catch {
+    // A missing output is the usual case.
+  }
+  if (isDirectory) {
+    throw fail("it is a directory", `name a file, such as ${join(path, "initramfs.cpio.lz4")}`);
+  }
+  const directory = dirname(path);
+  try {
+    mkdirSync(directory, { recursive: true });
+  } catch (error) {
+    throw fail(errorCode(error), `${directory} cannot be created: a part of it is a file, or not writable`);
+  }
+  try {
+    accessSync(directory, constants.W_OK | constants.X_OK);
+  } catch (error) {
+    throw fail(errorCode(error), `choose another output path or make ${directory} writable`);
+  }
 }
 
 /** Writes `path` through a temporary file and a rename. */

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import {
+  chmodSync,
   existsSync,
   mkdirSync,
   readdirSync,
@@ -45,6 +46,21 @@ function gulp(args: string[], cwd = REPO, env: NodeJS.ProcessEnv = {}) {
     cwd,
     encoding: "utf8",
     env: { ...process.env, NODE_OPTIONS: "", ...env },
+  });
+}
+
+/**
+ * Runs gulp so that file permissions apply to it: as root, under setpriv
+ * without the capabilities that let root read and search any file.
+ */
+function gulpWithPermissions(args: string[]) {
+  const command = process.getuid?.() === 0
+    ? [requireTool("setpriv"), "--bounding-set=-dac_override,-dac_read_search", GULP]
+    : [GULP];
+  return spawnSync(command[0], [...command.slice(1), ...args], {
+    cwd: REPO,
+    encoding: "utf8",
+    env: { ...process.env, NODE_OPTIONS: "" },
   });
 }
 
@@ -240,14 +256,78 @@ describe("gulp initramfs bad flags", () => {
       "initramfs", "--init", bin.init, "--extras", `s=${bin.init}`, "--out", out,
     ]);
     assert.notEqual(result.status, 0);
-    assert.match(result.stdout + result.stderr, /unknown flag --extras/);
+    assert.match(result.stdout + result.stderr, /unknown flag --extras \(did you mean --extra\?\)/);
     assert.ok(!existsSync(out), `${out} was written`);
+  });
+
+  test("unreadable inputs name the file", () => {
+    const dir = join(tmp.dir, "unreadable");
+    const secret = join(dir, "secret.bin");
+    const locked = join(dir, "tree", "locked");
+    mkdirSync(locked, { recursive: true });
+    writeFileSync(secret, "x");
+    chmodSync(secret, 0o000);
+    chmodSync(locked, 0o000);
+    const out = join(dir, "out", "image.lz4");
+    const cases: Array<[string[], RegExp]> = [
+      [["--init", secret], /init file .*secret\.bin cannot be read \(EACCES\); check its permissions/],
+      [["--init", bin.init, "--include", secret], /secret\.bin cannot be read \(EACCES\); check its permissions/],
+      [["--init", bin.init, "--include", join(dir, "tree")], /locked cannot be read \(EACCES\); check its permissions/],
+    ];
+    for (const [flags, message] of cases) {
+      const result = gulpWithPermissions(["initramfs", ...flags, "--out", out]);
+      assert.notEqual(result.status, 0, flags.join(" "));
+      assert.match(result.stdout + result.stderr, message);
+      assert.ok(!existsSync(out), `${out} was written`);
+    }
+  });
+
+  test("unwritable outputs fail first", () => {
+    const dir = join(tmp.dir, "bad-out");
+    mkdirSync(join(dir, "a-directory"), { recursive: true });
+    writeFileSync(join(dir, "a-file"), "");
+    const cases: Array<[string, RegExp]> = [
+      [join(dir, "a-directory"), /a-directory \(it is a directory\); name a file/],
+      [join(dir, "a-file", "image.lz4"), /cannot write the image to .*a-file\/image\.lz4 \(E\w+\)/],
+    ];
+    for (const [out, message] of cases) {
+      const result = gulp(["initramfs", "--init", bin.init, "--out", out]);
+      assert.notEqual(result.status, 0, out);
+      assert.match(result.stdout + result.stderr, message);
+    }
+    assert.deepEqual(readdirSync(dir).sort(), ["a-directory", "a-file"]);
+    assert.deepEqual(readdirSync(join(dir, "a-directory")), []);
+    const readOnly = join(dir, "read-only");
+    mkdirSync(readOnly);
+    chmodSync(readOnly, 0o555);
+    const out = join(readOnly, "image.lz4");
+    const result = gulpWithPermissions(["initramfs", "--init", bin.init, "--out", out]);
+    assert.notEqual(result.status, 0);
+    assert.match(result.stdout + result.stderr, /image\.lz4 \(EACCES\); choose another output path or make .*read-only writable/);
+    assert.deepEqual(readdirSync(readOnly), []);
+  });
+
+  test("missing --shm-dir fails first", () => {
+    const missing = join(tmp.dir, "no-such-shm");
+    const out = join(tmp.dir, "shm-missing", "image.lz4");
+    const result = gulp(["initramfs", "--init", bin.init, "--shm", "--shm-dir", missing, "--out", out]);
+    assert.notEqual(result.status, 0);
+    assert.match(result.stdout + result.stderr, /shared-memory directory .*no-such-shm does not exist/);
+    assert.ok(!existsSync(out), `${out} was written`);
+  });
+
+  test("initramfs:ls names a bad image", () => {
+    const notImage = join(tmp.dir, "not-an-image.txt");
+    writeFileSync(notImage, "plain text\n");
+    const result = gulp(["initramfs:ls", "--image", notImage]);
+    assert.notEqual(result.status, 0);
+    assert.match(result.stdout + result.stderr, /not-an-image\.txt: the image is neither/);
   });
 
   test("user errors print no stack trace", () => {
     const result = gulp(["initramfs", "--init", join(tmp.dir, "absent")]);
     assert.notEqual(result.status, 0);
-    assert.match(result.stdout + result.stderr, /--init file .*absent/);
+    assert.match(result.stdout + result.stderr, /init file .*absent.*--init/);
     assert.doesNotMatch(result.stdout + result.stderr, /\n\s+at /);
   });
 

@@ -15,6 +15,7 @@ const TOOL_PACKAGES: Record<string, string> = {
   nm: "binutils",
   "eu-elflint": "elfutils",
   flock: "util-linux",
+  setpriv: "util-linux",
   "qemu-system-x86_64": "qemu-system-x86",
   "musl-gcc": "musl-tools",
   rustc: "rustc",
