@@ -81,6 +81,13 @@ async function buildTask(): Promise<void> {
     );
     throw Object.assign(error, { code: "CONFIG_UNKNOWN_FLAG" });
   }
+  if (argv.some((arg) => arg === "--image" || arg.startsWith("--image="))) {
+    const error = new Error(
+      "--image is a flag of initramfs:ls and initramfs:verify; " +
+        "gulp initramfs writes its image to --out",
+    );
+    throw Object.assign(error, { code: "CONFIG_UNKNOWN_FLAG" });
+  }
   const config = loadConfig(argv);
   const empty = isEmptyBuild(config);
   if (empty) {

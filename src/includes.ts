@@ -144,6 +144,13 @@ export function expandInclude(
   if (eq > 0) {
     archive = spec.slice(0, eq).replace(/^\/+|\/+$/g, "");
     source = spec.slice(eq + 1);
+    if (archive.split("/").includes("..")) {
+      throw new ConfigError(
+        "INCLUDE_PATH_TRAVERSAL",
+        `--include ${spec}: the archive path "${archive}" has a ".." ` +
+          "component; name a path below the archive root",
+      );
+    }
   }
   let hostPath = isAbsolute(source) ? source : resolve(cwd, source);
   if (!source.includes("/") && !existsQuiet(hostPath)) {

@@ -316,6 +316,12 @@ describe("gulp initramfs bad flags", () => {
     assert.ok(!existsSync(out), `${out} was written`);
   });
 
+  test("--image is not a build flag", () => {
+    const result = gulp(["initramfs", "--init", bin.init, "--image", join(tmp.dir, "x.lz4")]);
+    assert.notEqual(result.status, 0);
+    assert.match(result.stdout + result.stderr, /--image is a flag of initramfs:ls and initramfs:verify/);
+  });
+
   test("initramfs:ls names a bad image", () => {
     const notImage = join(tmp.dir, "not-an-image.txt");
     writeFileSync(notImage, "plain text\n");

@@ -223,6 +223,15 @@ describe("expandInclude errors", () => {
     );
   });
 
+  test("ARCHIVE with .. is rejected", () => {
+    writeFileSync(join(work.dir, "plain.txt"), "x");
+    expectCode(
+      () => expandInclude("etc/../../x=./plain.txt", work.dir),
+      "INCLUDE_PATH_TRAVERSAL",
+      "--include etc/../../x=./plain.txt",
+    );
+  });
+
   test("bare name missing everywhere", () => {
     expectCode(
       () => expandInclude("no-such-tool-anywhere", work.dir),
