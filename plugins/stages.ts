@@ -9,6 +9,7 @@ import type { BuildConfig } from "../src/config.js";
 import { DigestCache, hashBytes } from "../src/input-key.js";
 import { Resolver } from "../src/resolve.js";
 import { writeSuffix } from "../src/suffix.js";
+import { lockTemporary } from "../src/temp-output.js";
 import { cpio } from "./cpio.js";
 import { detectElf } from "./detect-elf.js";
 import { lz4Legacy } from "./lz4-legacy.js";
@@ -89,6 +90,7 @@ export async function runStages(
   if (streamTo !== undefined) {
     await mkdir(dirname(streamTo), { recursive: true });
     handle = await open(streamTo, "w");
+    lockTemporary(handle.fd);
   }
   try {
     const product = await runStagesTo(build, handle);

@@ -1,20 +1,26 @@
 /**
  * Temporary files next to an output (`OUT.tmp-PID`), which a rename turns
- * into the output, so a reader never sees a half-written file. They are
- * removed when writing fails, when the process gets SIGINT, SIGTERM or
- * SIGHUP, and by a later build once the process that wrote them is gone.
+ * into the output, so a reader never sees a half-written file. Writers
+ * hold a flock(2) on them. They are removed when writing fails, when
+ * SIGINT, SIGTERM or SIGHUP ends the process, and by a later build once
+ * no process has them locked.
  */
 import {
   accessSync,
+  closeSync,
   constants,
+  lstatSync,
   mkdirSync,
+  openSync,
   readdirSync,
   renameSync,
   rmSync,
   statSync,
+  unlinkSync,
   writeFileSync,
 } from "node:fs";
 import { basename, dirname, join } from "node:path";
+import { flock, LOCK_EX, LOCK_NB, tryFlock } from "./libc.js";
 
 const TERMINATING_SIGNALS: NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP"];
 
@@ -63,7 +69,13 @@ export function writeFileAtomic(path: string, data: Uint8Array | string): void {
   mkdirSync(dirname(path), { recursive: true });
   const temporary = temporaryPath(path);
   try {
-    writeFileSync(temporary, data);
+    const fd = openSync(temporary, "w");
+    try {
+      lockTemporary(fd);
+      writeFileSync(fd, data);
+    } finally {
+      closeSync(fd);
+    }
     renameSync(temporary, path);
   } catch (error) {
     rmSync(temporary, { force: true });
@@ -72,24 +84,63 @@ export function writeFileAtomic(path: string, data: Uint8Array | string): void {
 }
 
 /**
- * Removes `paths` if the process gets a terminating signal, then ends the
- * process with that signal as it would have ended without the handler.
- * Returns the function that removes the handler again.
+ * Takes an exclusive flock(2) on an open temporary file, so that
+ * removeStaleTemporaries() in any process sees it is being written.
+ * Without glibc (no flock binding) the age of the file still protects it.
  */
-export function removeOnSignal(paths: string[]): () => void {
-  const handler = (signal: NodeJS.Signals) => {
-    for (const path of paths) rmSync(path, { force: true });
-    stop();
-    process.kill(process.pid, signal);
-  };
-  const stop = () => {
-    for (const signal of TERMINATING_SIGNALS) process.removeListener(signal, handler);
-  };
-  for (const signal of TERMINATING_SIGNALS) process.on(signal, handler);
-  return stop;
+export function lockTemporary(fd: number): void {
+  try {
+    flock(fd, LOCK_EX | LOCK_NB);
+  } catch (error) {
+    if ((error as { code?: string }).code !== "LIBC_UNAVAILABLE") throw error;
+  }
 }
 
-/** True when a process with this id exists, even another user's. */
+/** Paths that the signal handler removes, with a count per path. */
+const guarded = new Map<string, number>();
+
+function onTerminatingSignal(signal: NodeJS.Signals): void {
+  // Another listener means the signal does not end the process: leave
+  // the build and its files to that listener.
+  if (process.listenerCount(signal) > 1) return;
+  for (const path of guarded.keys()) rmSync(path, { force: true });
+  guarded.clear();
+  for (const other of TERMINATING_SIGNALS) {
+    process.removeListener(other, onTerminatingSignal);
+  }
+  process.kill(process.pid, signal);
+}
+
+/**
+ * Removes `paths` if a terminating signal would end the process, then ends
+ * it with that signal as it would have ended without the handler. When
+ * the program has its own listener for the signal, nothing is removed.
+ * One handler serves every build of the process. Returns the function
+ * that stops guarding these paths.
+ */
+export function removeOnSignal(paths: string[]): () => void {
+  if (guarded.size === 0) {
+    for (const signal of TERMINATING_SIGNALS) process.on(signal, onTerminatingSignal);
+  }
+  for (const path of paths) guarded.set(path, (guarded.get(path) ?? 0) + 1);
+  let stopped = false;
+  return () => {
+    if (stopped) return;
+    stopped = true;
+    for (const path of paths) {
+      const count = (guarded.get(path) ?? 1) - 1;
+      if (count > 0) guarded.set(path, count);
+      else guarded.delete(path);
+    }
+    if (guarded.size === 0) {
+      for (const signal of TERMINATING_SIGNALS) {
+        process.removeListener(signal, onTerminatingSignal);
+      }
+    }
+  };
+}
+
+/** True when a process with this id exists here, even another user's. */
 function processExists(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -100,13 +151,53 @@ function processExists(pid: number): boolean {
 }
 
 /**
- * Removes the temporary files of `path` and of the files named after it
- * (`path.key.json`) that a process which no longer exists left behind,
- * for example one killed with SIGKILL. Returns the paths removed.
+ * Age below which a temporary file is never removed: a writer may have
+ * created it and not locked it yet. A writer's lock, not its age, keeps
+ * a long build's file; this only has to cover open(2) to flock(2).
+ */
+const STALE_AFTER_MS = 60_000;
+
+/** Escapes `text` for use inside a regular expression. */
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}
+
+/**
+ * True when the temporary file at `path` is left over: a regular file, a
+ * minute old or more, whose writer is not a process of this PID namespace
+ * and that no process holds a flock(2) on.
+ */
+function isStale(path: string, pid: number): boolean {
+  if (pid === process.pid || processExists(pid)) return false;
+  let fd: number;
+  try {
+    const stat = lstatSync(path);
+    if (!stat.isFile() || Date.now() - stat.mtimeMs < STALE_AFTER_MS) return false;
+    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch {
+    return false;
+  }
+  try {
+    return tryFlock(fd, LOCK_EX);
+  } catch {
+    // Without flock(2) nothing proves the file is unused.
+    return false;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Removes the temporary files of `path` and of its record
+ * (`path.key.json`) that an ended build left behind, for example one
+ * killed with SIGKILL: `NAME.tmp-PID` and `NAME.key.json.tmp-PID` only,
+ * and only stale ones (see isStale). A file that cannot be removed, such
+ * as another user's in a sticky directory, is left. Returns the paths
+ * removed.
  */
 export function removeStaleTemporaries(path: string): string[] {
-  const name = basename(path);
   const directory = dirname(path);
+  const pattern = new RegExp(`^${escapeRegExp(basename(path))}(?:\\.key\\.json)?\\.tmp-(\\d+)$`);
   let entries: string[];
   try {
     entries = readdirSync(directory);
@@ -115,13 +206,16 @@ export function removeStaleTemporaries(path: string): string[] {
   }
   const removed: string[] = [];
   for (const entry of entries) {
-    if (!entry.startsWith(`${name}.`)) continue;
-    const match = /\.tmp-(\d+)$/.exec(entry);
+    const match = pattern.exec(entry);
     if (!match) continue;
-    const pid = Number(match[1]);
-    if (pid === process.pid || processExists(pid)) continue;
-    rmSync(join(directory, entry), { force: true });
-    removed.push(join(directory, entry));
+    const candidate = join(directory, entry);
+    if (!isStale(candidate, Number(match[1]))) continue;
+    try {
+      unlinkSync(candidate);
+      removed.push(candidate);
+    } catch {
+      // Another user's file, or already gone.
+    }
   }
   return removed;
 }
