@@ -5,6 +5,7 @@ import {
   outputMatches,
   readRecord,
   recordPath,
+  removeRecord,
   writeRecord,
   type BuildRecord,
 } from "../src/build-record.js";
@@ -97,6 +98,11 @@ function writeOutput(
   } else if (product.image !== null) {
     writeFileAtomic(config.out, product.image);
   }
+  if (build.key === "") {
+    // An input changed during the build (buildBesideKey).
+    removeRecord(config.out);
+    return;
+  }
   const output = outputIdentity(config.out);
   if (output === null) throw new Error(`${config.out} vanished after writing`);
   const [base, suffix] = product.facts.parts;
@@ -160,16 +166,16 @@ function buildKey(build: Build, sources: KeySource[]): string {
 
 /**
  * Runs the stages into a temporary output while the prefetch settles,
- * then sets the key. Returns null, with the output removed, when a file
- * the key covers was written during the build: the key could then name
- * contents that the image does not have. Removes the temporary output if
- * anything fails.
+ * then sets the key. When a file the key covers was written during the
+ * build, the key could name contents that the image does not have: the
+ * image is kept, but without a key or record, so the next run builds
+ * again. Removes the temporary output if anything fails.
  */
 async function buildBesideKey(
   build: Build,
   sources: KeySource[],
   prefetch: Prefetch,
-): Promise<Product | null> {
+): Promise<Product> {
   const before = statPaths(prefetch.paths);
   const [built, hashed] = await Promise.allSettled([
     runStages(build, temporaryPath(build.config.out)),
@@ -177,25 +183,23 @@ async function buildBesideKey(
   ]);
   if (built.status === "rejected") throw built.reason;
   const product = built.value;
-  const discard = () => {
-    if (product.writtenTo !== undefined) rmSync(product.writtenTo, { force: true });
-  };
   try {
     if (hashed.status === "rejected") throw hashed.reason;
     build.key = buildKey(build, sources);
   } catch (error) {
-    discard();
+    if (product.writtenTo !== undefined) rmSync(product.writtenTo, { force: true });
     throw error;
   }
   const changed = build.digests.changedSince(before);
   if (changed.length > 0) {
-    discard();
     build.warn({
       code: "INPUT_CHANGED_DURING_BUILD",
-      message: `${changed[0]} changed during the build; building again from its new contents`,
+      message:
+        `${changed[0]} changed during the build, so the image may hold its ` +
+        "old contents; it gets no build record, and the next run builds it again",
       fileName: changed[0],
     });
-    return null;
+    build.key = "";
   }
   product.facts.key = build.key;
   return product;
@@ -269,18 +273,20 @@ async function buildAndWrite(
     warn,
     warnings,
   };
-  const sources = keySources(files);
-  const prefetch = prefetchDigests(build, sources);
   const shm = config.shm ? shmOptions(config, warn) : null;
   if (shm) checkShmDir(shm.shmDir ?? DEFAULT_SHM_DIR);
-  let product: Product | null = null;
+  const sources = keySources(files);
+  const prefetch = prefetchDigests(build, sources);
+  // Awaited below on every path; this only keeps an early throw from
+  // leaving the rejection unhandled.
+  prefetch.ready.catch(() => undefined);
+  let product: Product;
   let checkMs = 0;
   if (record === null && shm === null) {
     // Nothing to reuse, so the stages run while the inputs are hashed: the
     // key then only names the image in its record and summary.
     product = await buildBesideKey(build, sources, prefetch);
-  }
-  if (product === null) {
+  } else {
     await prefetch.ready;
     build.key = buildKey(build, sources);
     checkMs = performance.now() - started;

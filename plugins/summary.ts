@@ -75,7 +75,8 @@ export function formatSummary(summary: BuildSummary): string {
   }
   lines.push(
     `archive: ${formatBytes(summary.archiveBytes)} cpio, ` +
-      `${formatBytes(summary.imageBytes)} LZ4 legacy (key ${summary.image.key})`,
+      `${formatBytes(summary.imageBytes)} LZ4 legacy ` +
+        (summary.image.key ? `(key ${summary.image.key})` : "(no key: an input changed during the build)"),
     `image: ${summary.out}`,
   );
   if (summary.segment) lines.push(`shared memory: ${summary.segment}`);
