@@ -72,19 +72,15 @@ async function buildTask(): Promise<void> {
   const unknown = unknownFlags(argv);
   if (unknown.length) {
     const named = unknown.map((flag) => {
+      if (flag === "--image") {
+        return "--image (a flag of initramfs:ls and initramfs:verify; the build writes to --out)";
+      }
       const closest = closestFlag(flag);
       return closest ? `${flag} (did you mean ${closest}?)` : flag;
     });
     const error = new Error(
       `unknown flag ${named.join(", ")}; the README lists the flags of ` +
         "gulp initramfs",
-    );
-    throw Object.assign(error, { code: "CONFIG_UNKNOWN_FLAG" });
-  }
-  if (argv.some((arg) => arg === "--image" || arg.startsWith("--image="))) {
-    const error = new Error(
-      "--image is a flag of initramfs:ls and initramfs:verify; " +
-        "gulp initramfs writes its image to --out",
     );
     throw Object.assign(error, { code: "CONFIG_UNKNOWN_FLAG" });
   }

@@ -95,7 +95,7 @@ const NUMBER_KEYS = {
 
 /** Our flags that take no value or are handled outside the tables. */
 const OTHER_FLAGS = [
-  "extra", "include", "busybox", "shm", "no-shm", "sched-args-for", "image",
+  "extra", "include", "busybox", "shm", "no-shm", "sched-args-for",
 ];
 
 /**
@@ -266,7 +266,7 @@ export function unknownFlags(argv: string[]): string[] {
     const flag = eq < 0 ? arg.slice(2) : arg.slice(2, eq);
     const takesValue =
       flag in LIST_KEYS || flag in STRING_KEYS || flag in NUMBER_KEYS ||
-      ["extra", "include", "sched-args-for", "image"].includes(flag);
+      ["extra", "include", "sched-args-for"].includes(flag);
     if (takesValue) {
       if (eq < 0) i++;
       continue;

@@ -144,7 +144,8 @@ describe("parseFlags", () => {
     );
     assert.deepEqual(unknownFlags(["--args", "--not-a-flag", "--shm"]), []);
     assert.deepEqual(unknownFlags(["--gulpfile", "g.ts", "--cwd=/tmp"]), []);
-    assert.deepEqual(unknownFlags(["--image", "x", "--level=3"]), []);
+    assert.deepEqual(unknownFlags(["--image", "x", "--level=3"]), ["--image"]);
+    assert.deepEqual(unknownFlags(["--args", "--image"]), []);
   });
 
   test("unknown flags are left for gulp", () => {
