@@ -1,6 +1,7 @@
 import { spawnSync } from "node:child_process";
-import { rmSync, writeFileSync } from "node:fs";
+import { closeSync, mkdirSync, openSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { flock, LOCK_EX } from "../src/libc.js";
 import { SOURCES_MANIFEST, sourceDigests } from "./load-tasks.js";
 
 /*
@@ -13,16 +14,27 @@ import { SOURCES_MANIFEST, sourceDigests } from "./load-tasks.js";
 
 const root = resolve(__dirname, "..");
 const manifest = join(root, SOURCES_MANIFEST);
-const digests = sourceDigests(root);
-rmSync(manifest, { force: true });
-const tsc = spawnSync(
-  process.execPath,
-  [require.resolve("typescript/bin/tsc"), "-p", join(root, "tsconfig.build.json")],
-  { stdio: "inherit" },
-);
-if (tsc.status !== 0) {
-  console.error("tsc failed; dist/ is left without sources.json, so gulp loads the sources");
-  process.exitCode = tsc.status ?? 1;
-} else {
-  writeFileSync(manifest, JSON.stringify(digests, null, 2) + "\n");
+mkdirSync(join(root, "dist"), { recursive: true });
+// Two builds at once would otherwise record one's digests over the
+// other's output.
+const lock = openSync(join(root, "dist", ".build-lock"), "w");
+try {
+  flock(lock, LOCK_EX);
+  const digests = sourceDigests(root);
+  rmSync(manifest, { force: true });
+  // tsconfig.build.json sets noEmitOnError, so a failed build leaves the
+  // old output, which the missing manifest marks as stale.
+  const tsc = spawnSync(
+    process.execPath,
+    [require.resolve("typescript/bin/tsc"), "-p", join(root, "tsconfig.build.json")],
+    { stdio: "inherit" },
+  );
+  if (tsc.status !== 0) {
+    console.error("tsc failed; dist/ is left without sources.json, so gulp loads the sources");
+    process.exitCode = tsc.status ?? 1;
+  } else {
+    writeFileSync(manifest, JSON.stringify(digests, null, 2) + "\n");
+  }
+} finally {
+  closeSync(lock);
 }

@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { readdirSync, readFileSync, statSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 
 /*
@@ -52,8 +52,9 @@ export function sourceDigests(root: string): Record<string, string> {
 
 /**
  * Returns true when dist/ under `root` was compiled from the sources as
- * they are now: `npm run build` records their digests, taken before the
- * compiler reads them, in dist/sources.json.
+ * they are now and has a `.js` file for each: `npm run build` records
+ * their digests, taken before the compiler reads them, in
+ * dist/sources.json.
  */
 export function distIsCurrent(root: string): boolean {
   let recorded: unknown;
@@ -68,7 +69,11 @@ export function distIsCurrent(root: string): boolean {
   } catch {
     return false;
   }
-  return JSON.stringify(recorded) === JSON.stringify(current);
+  if (JSON.stringify(recorded) !== JSON.stringify(current)) return false;
+  // A compiled file removed since the build would fail to load.
+  return Object.keys(current)
+    .filter((path) => path.endsWith(".ts"))
+    .every((path) => existsSync(join(root, "dist", path.replace(/\.ts$/, ".js"))));
 }
 
 /**

@@ -33,9 +33,14 @@ describe("distIsCurrent", () => {
     mkdirSync(join(root, path, ".."), { recursive: true });
     writeFileSync(join(root, path), text);
   };
-  /** Records the digests as `npm run build` does. */
-  const build = () =>
-    write(SOURCES_MANIFEST, JSON.stringify(sourceDigests(root)));
+  /** Writes the compiled files and records the digests as `npm run build` does. */
+  const build = () => {
+    const digests = sourceDigests(root);
+    for (const path of Object.keys(digests).filter((p) => p.endsWith(".ts"))) {
+      write(`dist/${path.replace(/\.ts$/, ".js")}`, "");
+    }
+    write(SOURCES_MANIFEST, JSON.stringify(digests));
+  };
 
   beforeEach(() => {
     rmSync(root, { recursive: true, force: true });
@@ -61,6 +66,11 @@ describe("distIsCurrent", () => {
 
   test("false after a tsconfig edit", () => {
     write("tsconfig.json", "{}");
+    assert.equal(distIsCurrent(root), false);
+  });
+
+  test("false without a compiled file", () => {
+    rmSync(join(root, "dist", "src", "deep", "b.js"));
     assert.equal(distIsCurrent(root), false);
   });
 
