@@ -34,9 +34,9 @@ export function detectElf(options: DetectElfOptions = {}) {
           warn({
             code: "ELF_MALFORMED",
             message:
-              `${file.path} starts like an ELF file but cannot be parsed ` +
+              `${hostPathOf(file)} starts like an ELF file but cannot be parsed ` +
               `(${(error as Error).message}); it is packed as plain data`,
-            fileName: file.path,
+            fileName: hostPathOf(file),
           });
         }
         meta.elf = elf;

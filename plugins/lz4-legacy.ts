@@ -15,17 +15,19 @@ import {
 
 export interface Lz4LegacyOptions extends Omit<Lz4Options, "onWarning"> {
   /**
-   * Receives the compressed bytes of a streamed image in order, as they
-   * are produced, so a caller can write them out while compression goes
-   * on. Each chunk is valid only until the returned promise settles.
+   * Receives the compressed bytes of each image from cpio() and of each
+   * Buffer file in order, as they are produced, so a caller can write
+   * them out while compression goes on. Each chunk is valid only until
+   * the returned promise settles. Files with stream contents that did
+   * not come from cpio() stay streams and do not reach the sink.
    */
   sink?: (chunk: Buffer) => Promise<void> | void;
   /**
    * With a sink: true (default) also gives the file the whole compressed
    * image as a Buffer. false leaves its contents null, so the image is
-   * never held in memory, and the sink gets views into buffers that the
-   * compressor reuses once the sink's promise settles, so a sink that
-   * keeps a chunk (for example `stream.write(chunk)`) must copy it.
+   * never held in memory. The sink then gets views into buffers that the
+   * compressor reuses once the sink's promise settles. A sink that keeps
+   * a chunk (for example `stream.write(chunk)`) must copy it.
    */
   retain?: boolean;
   /** Appended to the file name. Default ".lz4". */
@@ -65,9 +67,12 @@ export function lz4Legacy(options: Lz4LegacyOptions = {}) {
               ? await compressStreamParts(source, image, lz4, sink, retain)
               : compressLegacyReadable(source, lz4);
         } else if (image && image.compression === "none") {
-          file.contents = await compressParts(file, lz4);
+          const compressed = await compressParts(file, lz4, sink);
+          (file as Vinyl).contents = retain ? compressed : null;
         } else {
-          file.contents = await compressLegacy(file.contents as Buffer, lz4);
+          const compressed = await compressLegacy(file.contents as Buffer, lz4);
+          await sink?.(compressed);
+          (file as Vinyl).contents = retain ? compressed : null;
         }
         file.path += extension;
         push(file);
@@ -77,8 +82,15 @@ export function lz4Legacy(options: Lz4LegacyOptions = {}) {
   );
 }
 
-/** Compresses each part of an image as its own legacy stream. */
-async function compressParts(file: Vinyl, options: Lz4Options) {
+/**
+ * Compresses each part of an image as its own legacy stream, passing
+ * each compressed part to `sink`.
+ */
+async function compressParts(
+  file: Vinyl,
+  options: Lz4Options,
+  sink?: (chunk: Buffer) => Promise<void> | void,
+) {
   const image = metaOf(file).image!;
   const contents = file.contents as Buffer;
   const out: Buffer[] = [];
@@ -88,6 +100,7 @@ async function compressParts(file: Vinyl, options: Lz4Options) {
     offset += part.length;
     const compressed = await compressLegacy(bytes, options);
     part.length = compressed.length;
+    await sink?.(compressed);
     out.push(compressed);
   }
   image.compression = "lz4-legacy";

@@ -66,20 +66,15 @@ function shmOptions(config: BuildConfig, warn: WarningHandler): StoreOptions {
   };
 }
 
-/** Throws SHM_DIR_NOT_FOUND unless `dir` is a directory. */
-function checkShmDir(dir: string): void {
+/** Throws an error with `code` and `message` unless `dir` is a directory. */
+function requireDirectory(dir: string, code: string, message: string): void {
   let found = false;
   try {
     found = statSync(dir).isDirectory();
   } catch {
     // Reported below.
   }
-  if (found) return;
-  const error = new Error(
-    `shared-memory directory ${dir} does not exist or is not a directory; ` +
-      `create it, or set --shm-dir or ${SHM_DIR_ENV} to another one`,
-  );
-  throw Object.assign(error, { code: "SHM_DIR_NOT_FOUND", fileName: dir });
+  if (!found) throw Object.assign(new Error(message), { code, fileName: dir });
 }
 
 function writeOutput(
@@ -259,6 +254,14 @@ async function buildAndWrite(
         fileName: hostPath,
       }),
     );
+  if (config.sysroot !== undefined) {
+    requireDirectory(
+      config.sysroot,
+      "CONFIG_INVALID",
+      `--sysroot ${config.sysroot} does not exist or is not a directory; ` +
+        "name the root of the target system's files",
+    );
+  }
   prepareOutput(config.out);
   const record = readRecord(config.out);
   const build: Build = {
@@ -274,7 +277,15 @@ async function buildAndWrite(
     warnings,
   };
   const shm = config.shm ? shmOptions(config, warn) : null;
-  if (shm) checkShmDir(shm.shmDir ?? DEFAULT_SHM_DIR);
+  if (shm) {
+    const dir = shm.shmDir ?? DEFAULT_SHM_DIR;
+    requireDirectory(
+      dir,
+      "SHM_DIR_NOT_FOUND",
+      `shared-memory directory ${dir} does not exist or is not a directory; ` +
+        `create it, or set --shm-dir or ${SHM_DIR_ENV} to another one`,
+    );
+  }
   const sources = keySources(files);
   const prefetch = prefetchDigests(build, sources);
   // Awaited below on every path; this only keeps an early throw from

@@ -58,7 +58,7 @@ export function checkArchivePath(path: string, fileName?: string): void {
 export function checkBufferLength(file: Vinyl): void {
   if (!file.isBuffer() || !file.stat) return;
   if (!file.stat.isFile() || file.contents.length === file.stat.size) return;
-  throw decodedError(file.path, file.contents.length, file.stat.size);
+  throw decodedError(hostPathOf(file), file.contents.length, file.stat.size);
 }
 
 function decodedError(path: string, length: number, size: number) {
@@ -87,7 +87,7 @@ export function checkStreamLength(file: Vinyl): void {
     },
     flush(callback) {
       if (length === size) callback();
-      else callback(decodedError(file.path, length, size));
+      else callback(decodedError(hostPathOf(file), length, size));
     },
   });
   // pipeline() passes a read error of the source on to `counter`.
@@ -126,12 +126,12 @@ export function validateIncludes(options: ValidateIncludesOptions = {}) {
         checkBufferLength(file);
         if (meta.role !== "include") {
           // Extras name their archive path too, so the path rules apply.
-          if (!file.isDirectory()) checkArchivePath(archivePathOf(file), file.path);
+          if (!file.isDirectory()) checkArchivePath(archivePathOf(file), hostPathOf(file));
           checkStreamLength(file);
           return push(file);
         }
         if (file.isDirectory()) return;
-        checkArchivePath(archivePathOf(file), file.path);
+        checkArchivePath(archivePathOf(file), hostPathOf(file));
         // Contents made in memory need no file on disk and get mode 0644.
         if (file.isBuffer() && !file.stat) return push(file);
         const hostPath = hostPathOf(file);

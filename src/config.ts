@@ -381,7 +381,14 @@ export function parseConfigObject(json: unknown): PartialConfig {
         break;
       case "busybox":
         if (value === true) out.busybox = defaultBusybox();
-        else if (value !== false) out.busybox = expectPath(key, value);
+        else if (typeof value === "string") out.busybox = expectPath(key, value);
+        else if (value !== false) {
+          throw new ConfigError(
+            "CONFIG_INVALID",
+            `${CONFIG_FILE}: "busybox" must be a path, or true for the ` +
+              "system's busybox, or false",
+          );
+        }
         break;
       case "shmDir":
       case "arch":

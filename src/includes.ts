@@ -139,6 +139,12 @@ export function expandInclude(
   onSkip: SkipHandler = () => {},
 ): IncludeFile[] {
   const eq = spec.indexOf("=");
+  if (eq === 0 || (eq > 0 && eq === spec.length - 1)) {
+    throw new ConfigError(
+      "CONFIG_BAD_ASSIGNMENT",
+      `--include ${spec}: expects ARCHIVE=PATH with both sides, or a bare PATH`,
+    );
+  }
   let archive: string | null = null;
   let source = spec;
   if (eq > 0) {

@@ -228,7 +228,8 @@ function checkStagedName(name: string): void {
     throw new LayoutError(
       "LAYOUT_BAD_SCHEDULER_NAME",
       `staged scheduler name "${name}" is invalid: it must be non-empty, ` +
-        "without '/' or NUL, and not start with '.'",
+        "without '/' or NUL, and not start with '.'; fix --sched-args-for " +
+        'NAME=LINE or "stagedSchedArgs" in initramfs.config.json',
     );
   }
 }

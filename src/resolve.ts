@@ -1,4 +1,4 @@
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { posix, relative, resolve as resolveHostPath, sep } from "node:path";
 
 import { expandDst, splitSearchPath } from "./dst.js";
@@ -127,10 +127,20 @@ export class Resolver {
 
   /** Resolves the closure of the binary at host path `binaryPath`. */
   resolve(binaryPath: string): Closure {
-    const path = this.rootPath(resolveHostPath(this.workingDirectory(), binaryPath));
+    const hostPath = resolveHostPath(this.workingDirectory(), binaryPath);
+    const path = this.rootPath(hostPath);
     const canonical = this.canonical(path);
     if (canonical === null) {
-      const error = new Error(`${binaryPath} not found; check the path`);
+      const sysroot = this.tree instanceof HostTree ? this.tree.sysroot : "/";
+      // NOTE: with a sysroot, binaries are read inside it too; one outside
+      // it is not found, even when it exists on the host.
+      const outside = sysroot !== "/" && path === hostPath && existsSync(hostPath);
+      const error = new Error(
+        outside
+          ? `${binaryPath} is outside the sysroot ${sysroot}, where binaries ` +
+              "are looked up too; build or copy it under the sysroot"
+          : `${binaryPath} not found; check the path`,
+      );
       throw Object.assign(error, { code: "INPUT_NOT_FOUND", fileName: binaryPath });
     }
     const known = this.closures.get(canonical);

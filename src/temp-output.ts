@@ -30,6 +30,25 @@ export function temporaryPath(path: string): string {
 }
 
 /**
+ * Creates `directory` and its missing parents one by one. Node 20's
+ * mkdirSync({ recursive: true }) never returns for a path under /proc,
+ * where mkdir(2) fails with ENOENT for a parent that exists.
+ */
+function makeDirectories(directory: string): void {
+  const missing: string[] = [];
+  for (let dir = directory; dirname(dir) !== dir; dir = dirname(dir)) {
+    try {
+      statSync(dir);
+      break;
+    } catch {
+      // Missing: created below, parents first.
+    }
+    missing.unshift(dir);
+  }
+  for (const dir of missing) mkdirSync(dir);
+}
+
+/**
  * Creates the directory of output `path` and checks that the output can
  * be written there through a temporary file, before any work is done.
  * Throws OUTPUT_NOT_WRITABLE naming the path and what to change.
@@ -53,7 +72,7 @@ export function prepareOutput(path: string): void {
   }
   const directory = dirname(path);
   try {
-    mkdirSync(directory, { recursive: true });
+    makeDirectories(directory);
   } catch (error) {
     throw fail(errorCode(error), `${directory} cannot be created: a part of it is a file, or not writable`);
   }
@@ -85,7 +104,7 @@ export function writeFileAtomic(path: string, data: Uint8Array | string): void {
 
 /**
  * Takes an exclusive flock(2) on an open temporary file, so that
- * removeStaleTemporaries() in any process sees it is being written.
+ * removeStaleTemporaries() in any process leaves it alone.
  * Without glibc (no flock binding) the age of the file still protects it.
  */
 export function lockTemporary(fd: number): void {

@@ -222,6 +222,20 @@ describe("gulp initramfs --sysroot", () => {
     assert.ok(names.includes("usr/lib/x86_64-linux-gnu/libc.so.6"));
     assert.ok(!names.some((name) => name.startsWith("tmp/")), names.join(" "));
   });
+
+  test("binary outside the sysroot is named", () => {
+    const root = join(tmp.dir, "sysroot");
+    const result = gulp(["initramfs", "--init", bin.init, "--sysroot", root, "--out", join(tmp.dir, "outside.lz4")]);
+    assert.notEqual(result.status, 0);
+    assert.match(result.stdout + result.stderr, /init is outside the sysroot .*sysroot, where binaries are looked up too/);
+  });
+
+  test("missing sysroot is named", () => {
+    const missing = join(tmp.dir, "no-sysroot");
+    const result = gulp(["initramfs", "--init", bin.init, "--sysroot", missing, "--out", join(tmp.dir, "nosys.lz4")]);
+    assert.notEqual(result.status, 0);
+    assert.match(result.stdout + result.stderr, /--sysroot .*no-sysroot does not exist or is not a directory/);
+  });
 });
 
 describe("gulp initramfs bad flags", () => {
@@ -290,6 +304,7 @@ describe("gulp initramfs bad flags", () => {
     const cases: Array<[string, RegExp]> = [
       [join(dir, "a-directory"), /a-directory \(it is a directory\); name a file/],
       [join(dir, "a-file", "image.lz4"), /cannot write the image to .*a-file\/image\.lz4 \(E\w+\)/],
+      ["/proc/no-such-dir/image.lz4", /cannot write the image to \/proc\/no-such-dir\/image\.lz4 \(ENOENT\)/],
     ];
     for (const [out, message] of cases) {
       const result = gulp(["initramfs", "--init", bin.init, "--out", out]);

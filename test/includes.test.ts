@@ -223,6 +223,12 @@ describe("expandInclude errors", () => {
     );
   });
 
+  test("empty side of = is rejected", () => {
+    for (const spec of ["a=", "=plain.txt", "="]) {
+      expectCode(() => expandInclude(spec, work.dir), "CONFIG_BAD_ASSIGNMENT", spec);
+    }
+  });
+
   test("ARCHIVE with .. is rejected", () => {
     writeFileSync(join(work.dir, "plain.txt"), "x");
     expectCode(

@@ -194,6 +194,18 @@ describe("lz4Legacy image", () => {
     assert.equal(out.initramfs?.image?.compression, "lz4-legacy");
   });
 
+  test("buffered image reaches the sink", async () => {
+    const whole = await readContents(
+      (await runPlugin(lz4Legacy(), [await cpioImage()])).files[0],
+    );
+    const chunks: Buffer[] = [];
+    const plugin = lz4Legacy({ sink: (chunk) => void chunks.push(chunk), retain: false });
+    const [out] = (await runPlugin(plugin, [await cpioImage()])).files;
+    assert.ok(out.isNull());
+    assert.equal(chunks.length, 2, "one chunk per part");
+    assert.ok(Buffer.concat(chunks).equals(whole));
+  });
+
   test("retain false requires sink", () => {
     assert.throws(() => lz4Legacy({ retain: false }), /requires a sink/);
   });
