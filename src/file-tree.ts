@@ -62,9 +62,26 @@ export function canonicalize(
 /** The host file system seen from `sysroot` ("/" for the host itself). */
 export class HostTree implements FileTree {
   readonly sysroot: string;
+  /** Host files outside the sysroot, by the path they are known by inside it. */
+  private readonly external = new Map<string, string>();
+  /** Directories above the external files' paths. */
+  private readonly externalDirs = new Set<string>();
 
   constructor(sysroot = "/") {
     this.sysroot = realpathSync(sysroot);
+  }
+
+  /**
+   * Makes the host file at absolute `path`, outside the sysroot, visible
+   * at that same path inside it, as a binary built for the sysroot's
+   * system in a host directory is. Only the file and its parent
+   * directories are added; files next to it stay unknown.
+   */
+  addExternal(path: string): void {
+    this.external.set(path, realpathSync(path));
+    for (let dir = posix.dirname(path); dir !== "/"; dir = posix.dirname(dir)) {
+      this.externalDirs.add(dir);
+    }
   }
 
   toHost(path: string): string {
@@ -72,6 +89,9 @@ export class HostTree implements FileTree {
   }
 
   lookup(path: string): TreeNode | null {
+    const external = this.external.get(path);
+    if (external !== undefined) return { type: "file", hostPath: external };
+    if (this.externalDirs.has(path)) return { type: "dir" };
     const host = this.toHost(path);
     try {
       const st = lstatSync(host);

@@ -129,18 +129,18 @@ export class Resolver {
   resolve(binaryPath: string): Closure {
     const hostPath = resolveHostPath(this.workingDirectory(), binaryPath);
     const path = this.rootPath(hostPath);
-    const canonical = this.canonical(path);
+    let canonical = this.canonical(path);
+    const outside =
+      this.tree instanceof HostTree && this.tree.sysroot !== "/" && path === hostPath;
+    if (canonical === null && outside && existsSync(hostPath)) {
+      // A binary built for the sysroot's system outside it, such as in a
+      // build directory: its libraries still come from the sysroot.
+      (this.tree as HostTree).addExternal(hostPath);
+      this.canonicalCache.clear();
+      canonical = this.canonical(path);
+    }
     if (canonical === null) {
-      const sysroot = this.tree instanceof HostTree ? this.tree.sysroot : "/";
-      // NOTE: with a sysroot, binaries are read inside it too; one outside
-      // it is not found, even when it exists on the host.
-      const outside = sysroot !== "/" && path === hostPath && existsSync(hostPath);
-      const error = new Error(
-        outside
-          ? `${binaryPath} is outside the sysroot ${sysroot}, where binaries ` +
-              "are looked up too; build or copy it under the sysroot"
-          : `${binaryPath} not found; check the path`,
-      );
+      const error = new Error(`${binaryPath} not found; check the path`);
       throw Object.assign(error, { code: "INPUT_NOT_FOUND", fileName: binaryPath });
     }
     const known = this.closures.get(canonical);

@@ -223,11 +223,22 @@ describe("gulp initramfs --sysroot", () => {
     assert.ok(!names.some((name) => name.startsWith("tmp/")), names.join(" "));
   });
 
-  test("binary outside the sysroot is named", () => {
+  test("binary outside the sysroot is packed", () => {
+    // Built outside the sysroot against a library that exists only inside.
     const root = join(tmp.dir, "sysroot");
-    const result = gulp(["initramfs", "--init", bin.init, "--sysroot", root, "--out", join(tmp.dir, "outside.lz4")]);
-    assert.notEqual(result.status, 0);
-    assert.match(result.stdout + result.stderr, /init is outside the sysroot .*sysroot, where binaries are looked up too/);
+    const libDir = join(root, "usr", "lib", "x86_64-linux-gnu");
+    const program = join(tmp.dir, "outside-program");
+    compileC("int only(void);\nint main(void) { return only(); }\n", program, [], [
+      `-L${libDir}`, "-lonly",
+    ]);
+    const out = join(tmp.dir, "outside.lz4");
+    const result = gulp(["initramfs", "--init", program, "--sysroot", root, "--out", out]);
+    assert.equal(result.status, 0, result.stdout + result.stderr);
+    assert.doesNotMatch(result.stdout + result.stderr, /LIB_NOT_FOUND/);
+    const names = imageEntries(out).map((entry) => entry.name);
+    assert.ok(names.includes("usr/lib/x86_64-linux-gnu/libonly.so"), names.join(" "));
+    assert.ok(names.includes("init"));
+    assert.ok(!names.some((name) => name.startsWith("tmp/")), names.join(" "));
   });
 
   test("missing sysroot is named", () => {
