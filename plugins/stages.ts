@@ -90,9 +90,9 @@ export async function runStages(
   if (streamTo !== undefined) {
     await mkdir(dirname(streamTo), { recursive: true });
     handle = await open(streamTo, "w");
-    lockTemporary(handle.fd);
   }
   try {
+    if (handle) lockTemporary(handle.fd);
     const product = await runStagesTo(build, handle);
     await handle?.close();
     handle = undefined;

@@ -19,7 +19,12 @@ mkdirSync(join(root, "dist"), { recursive: true });
 // other's output.
 const lock = openSync(join(root, "dist", ".build-lock"), "w");
 try {
-  flock(lock, LOCK_EX);
+  try {
+    flock(lock, LOCK_EX);
+  } catch (error) {
+    // Without glibc's flock the build goes on unlocked.
+    if ((error as { code?: string }).code !== "LIBC_UNAVAILABLE") throw error;
+  }
   const digests = sourceDigests(root);
   rmSync(manifest, { force: true });
   // tsconfig.build.json sets noEmitOnError, so a failed build leaves the

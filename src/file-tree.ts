@@ -76,6 +76,8 @@ export class HostTree implements FileTree {
    * at that same path inside it, as a binary built for the sysroot's
    * system in a host directory is. Only the file and its parent
    * directories are added; files next to it stay unknown.
+   * NOTE: its `$ORIGIN` is therefore looked up inside the sysroot, so a
+   * RUNPATH such as `$ORIGIN/../lib` finds nothing next to the binary.
    */
   addExternal(path: string): void {
     this.external.set(path, realpathSync(path));
@@ -91,7 +93,13 @@ export class HostTree implements FileTree {
   lookup(path: string): TreeNode | null {
     const external = this.external.get(path);
     if (external !== undefined) return { type: "file", hostPath: external };
-    if (this.externalDirs.has(path)) return { type: "dir" };
+    const node = this.lookupInRoot(path);
+    // The sysroot's own entries win over the external files' parents.
+    if (node === null && this.externalDirs.has(path)) return { type: "dir" };
+    return node;
+  }
+
+  private lookupInRoot(path: string): TreeNode | null {
     const host = this.toHost(path);
     try {
       const st = lstatSync(host);

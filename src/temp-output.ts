@@ -45,7 +45,15 @@ function makeDirectories(directory: string): void {
     }
     missing.unshift(dir);
   }
-  for (const dir of missing) mkdirSync(dir);
+  for (const dir of missing) {
+    try {
+      mkdirSync(dir);
+    } catch (error) {
+      // Another build may have made it since the check above.
+      const made = (error as NodeJS.ErrnoException).code === "EEXIST" && statSync(dir).isDirectory();
+      if (!made) throw error;
+    }
+  }
 }
 
 /**
@@ -105,13 +113,13 @@ export function writeFileAtomic(path: string, data: Uint8Array | string): void {
 /**
  * Takes an exclusive flock(2) on an open temporary file, so that
  * removeStaleTemporaries() in any process leaves it alone.
- * Without glibc (no flock binding) the age of the file still protects it.
  */
 export function lockTemporary(fd: number): void {
   try {
     flock(fd, LOCK_EX | LOCK_NB);
-  } catch (error) {
-    if ((error as { code?: string }).code !== "LIBC_UNAVAILABLE") throw error;
+  } catch {
+    // Best effort: without glibc, or on a file system without flock(2)
+    // such as NFS without lockd, the file's age protects it instead.
   }
 }
 
@@ -139,7 +147,12 @@ function onTerminatingSignal(signal: NodeJS.Signals): void {
  */
 export function removeOnSignal(paths: string[]): () => void {
   if (guarded.size === 0) {
-    for (const signal of TERMINATING_SIGNALS) process.on(signal, onTerminatingSignal);
+    // First in line, so that its count of listeners still includes the
+    // program's own, even those added with once(), which Node removes
+    // before calling them.
+    for (const signal of TERMINATING_SIGNALS) {
+      process.prependListener(signal, onTerminatingSignal);
+    }
   }
   for (const path of paths) guarded.set(path, (guarded.get(path) ?? 0) + 1);
   let stopped = false;

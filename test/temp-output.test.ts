@@ -122,7 +122,7 @@ describe("removeOnSignal", () => {
 });
 
 describe("removeOnSignal with other listeners", () => {
-  test("SIGINT listener keeps the files", async () => {
+  for (const add of ["on", "once"] as const) test(`SIGINT ${add}() listener keeps the files`, async () => {
     const file = join(tmp.dir, "own-listener.lz4");
     const module = resolve(__dirname, "..", "src", "temp-output.ts");
     const script = `
@@ -130,11 +130,12 @@ describe("removeOnSignal with other listeners", () => {
       const fs = require("node:fs");
       const path = temporaryPath(${JSON.stringify(file)});
       fs.writeFileSync(path, "partial");
-      removeOnSignal([path]);
-      process.on("SIGINT", () => {
+      // The program's listener comes first and shuts down a moment later.
+      process.${add}("SIGINT", () => setTimeout(() => {
         console.log(fs.existsSync(path) ? "kept" : "removed");
         process.exit(0);
-      });
+      }, 100));
+      removeOnSignal([path]);
       console.log("ready");
       setInterval(() => {}, 1000);
     `;
