@@ -73,6 +73,16 @@ export function shmStore(options: ShmStoreOptions = {}): Transform {
     (warn) => ({
       async transform(file, push) {
         const image = (file as InitramfsFile).initramfs?.image;
+        if (image !== undefined && file.isNull()) {
+          warn({
+            code: "SHM_NO_CONTENTS",
+            message:
+              `${file.path} is an image without contents, as lz4Legacy() ` +
+              "leaves it with retain: false, so no segment is stored; " +
+              "drop retain: false to store it",
+            fileName: file.path,
+          });
+        }
         if (image === undefined || file.isNull()) {
           push(file);
           return;

@@ -150,7 +150,12 @@ describe("shmStore", () => {
       const stream = Readable.from([Buffer.from("streamed")]);
       const streamed = new Vinyl({ path: "/in/big", contents: stream });
       const inputs = [nullImage, plain, link, streamed];
-      const outputs = await runThrough(shmStore({ shmDir }), inputs);
+      const warnings: InitramfsWarning[] = [];
+      const store = shmStore({ shmDir, onWarning: (w) => warnings.push(w) });
+      const outputs = await runThrough(store, inputs);
+
+      assert.deepEqual(warnings.map((w) => w.code), ["SHM_NO_CONTENTS"]);
+      assert.equal(warnings[0].fileName, "/out/initramfs.lz4");
 
       assert.equal(outputs.length, inputs.length);
       outputs.forEach((out, i) => assert.equal(out, inputs[i]));
