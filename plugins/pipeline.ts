@@ -185,19 +185,26 @@ async function buildBesideKey(
     if (product.writtenTo !== undefined) rmSync(product.writtenTo, { force: true });
     throw error;
   }
-  const changed = build.digests.changedSince(before);
-  if (changed.length > 0) {
-    build.warn({
-      code: "INPUT_CHANGED_DURING_BUILD",
-      message:
-        `${changed[0]} changed during the build, so the image may hold its ` +
-        "old contents; it gets no build record, and the next run builds it again",
-      fileName: changed[0],
-    });
-    build.key = "";
-  }
+  warnIfChanged(build, build.digests.changedSince(before));
   product.facts.key = build.key;
   return product;
+}
+
+/**
+ * Warns when files the key covers changed during the build and clears
+ * the key, so that the image gets no record and the next run builds it
+ * again: the image may hold other contents than the key names.
+ */
+function warnIfChanged(build: Build, changed: string[]): void {
+  if (changed.length === 0) return;
+  build.warn({
+    code: "INPUT_CHANGED_DURING_BUILD",
+    message:
+      `${changed[0]} changed during the build, so the image may not match ` +
+      "its contents; it gets no build record, and the next run builds it again",
+    fileName: changed[0],
+  });
+  build.key = "";
 }
 
 /**
@@ -216,8 +223,29 @@ async function buildBesideKey(
  * environment variable, else /dev/shm. The image and record are written
  * through temporary files (src/temp-output.ts), removed on failure, on
  * SIGINT, SIGTERM or SIGHUP, and by the next build if this process dies.
+ * Calls for the same output in one process run one after the other.
  */
 export async function buildImage(
+  config: BuildConfig,
+  inputs?: Vinyl[],
+  onWarning?: WarningHandler,
+): Promise<BuildSummary> {
+  // Builds of one output in this process take turns: they share its
+  // temporary file and record.
+  const previous = buildsByOutput.get(config.out) ?? Promise.resolve();
+  const mine = previous.then(() => buildGuarded(config, inputs, onWarning));
+  const settled = mine.then(() => undefined, () => undefined);
+  buildsByOutput.set(config.out, settled);
+  void settled.then(() => {
+    if (buildsByOutput.get(config.out) === settled) buildsByOutput.delete(config.out);
+  });
+  return mine;
+}
+
+/** The last build started for each output path, settled or not. */
+const buildsByOutput = new Map<string, Promise<void>>();
+
+async function buildGuarded(
   config: BuildConfig,
   inputs?: Vinyl[],
   onWarning?: WarningHandler,
@@ -307,7 +335,10 @@ async function buildAndWrite(
       outputMatches(config.out, record);
     if (reusable) product = await reuseOutput(build, record);
     else if (shm) product = await buildThroughSegment(build, shm);
-    else product = await runStages(build, temporaryPath(config.out));
+    else {
+      product = await runStages(build, temporaryPath(config.out));
+      warnIfChanged(build, build.digests.changedSinceDigest());
+    }
   }
   let segment: string | undefined;
   if (shm) {

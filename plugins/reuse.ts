@@ -6,7 +6,13 @@ import { closeSync, openSync, readSync } from "node:fs";
 import type { BuildRecord } from "../src/build-record.js";
 import { readCpio } from "../src/cpio-reader.js";
 import { decompressLegacy } from "../src/lz4.js";
-import { loadImage, storeImage, type StoreOptions } from "../src/shm.js";
+import {
+  loadImage,
+  segmentPath,
+  storeImage,
+  type StoreOptions,
+} from "../src/shm.js";
+import { removeOnSignal } from "../src/temp-output.js";
 import { appendSuffix } from "../src/suffix.js";
 import type { ImageFacts } from "./meta.js";
 import {
@@ -147,7 +153,25 @@ export async function buildThroughSegment(
       build.key,
       "lz4",
       async () => {
-        built = await runStages(build);
+        // An interrupted build removes the segment it was writing.
+        const stop = removeOnSignal([segmentPath(build.key, "lz4", options)]);
+        try {
+          built = await runStages(build);
+        } finally {
+          stop();
+        }
+        const changed = build.digests.changedSinceDigest();
+        if (changed.length > 0) {
+          // Thrown inside the store, which then removes the segment.
+          const error = new Error(
+            `${changed[0]} changed during the build, so the image may not ` +
+              "match its key; nothing was stored, run the build again",
+          );
+          throw Object.assign(error, {
+            code: "INPUT_CHANGED_DURING_BUILD",
+            fileName: changed[0],
+          });
+        }
         return built.image!.subarray(0, built.facts.parts[0].length);
       },
       options,

@@ -174,6 +174,20 @@ export class DigestCache {
   }
 
   /**
+   * Lists the files digested so far that have another stat now: files
+   * written after their digest, for example while the stages read them.
+   */
+  changedSinceDigest(): string[] {
+    const now = statPaths(this.#seen.keys());
+    const changed: string[] = [];
+    for (const [path, seen] of this.#seen) {
+      const stat = now.get(path);
+      if (stat === undefined || !sameStat(seen, stat)) changed.push(path);
+    }
+    return changed;
+  }
+
+  /**
    * Lists the paths of `before` that digest() found with another stat:
    * files written between that snapshot and their digest.
    */

@@ -172,16 +172,34 @@ export interface SuffixFile {
 const text = (lines: string[]) => Buffer.from(lines.join("\n"), "utf8");
 
 /**
+ * Returns the bytes of a file with one argument per line, rejecting an
+ * argument with a newline, which the guest would read as two.
+ */
+function argumentLines(file: string, lines: string[]): Buffer {
+  const bad = lines.find((line) => line.includes("\n"));
+  if (bad !== undefined) {
+    throw new LayoutError(
+      "LAYOUT_ARG_HAS_NEWLINE",
+      `an argument for ${file} contains a newline (${JSON.stringify(bad)}); ` +
+        "the guest reads one argument per line, so pass each line separately",
+    );
+  }
+  return text(lines);
+}
+
+/**
  * Lists the suffix archive's files in the guest's order: `args` always,
  * then the optional scheduler and cgroup files, then per-scheduler args.
  */
 export function planSuffix(params: SuffixParams): SuffixFile[] {
   const out: SuffixFile[] = [
-    { archivePath: "args", mode: MODE_DATA, data: text(params.args) },
+    { archivePath: "args", mode: MODE_DATA, data: argumentLines("/args", params.args) },
   ];
   const add = (archivePath: string, mode: number, data: Buffer) =>
     out.push({ archivePath, mode, data });
-  if (params.schedArgs.length) add("sched_args", MODE_DATA, text(params.schedArgs));
+  if (params.schedArgs.length) {
+    add("sched_args", MODE_DATA, argumentLines("/sched_args", params.schedArgs));
+  }
   if (params.schedEnable.length) {
     add("sched_enable", MODE_EXEC, text(params.schedEnable));
   }
@@ -216,7 +234,7 @@ export function planSuffix(params: SuffixParams): SuffixFile[] {
     add(
       `staging/schedulers/${name}/sched_args`,
       MODE_DATA,
-      text(params.stagedSchedArgs[name]),
+      argumentLines(`/staging/schedulers/${name}/sched_args`, params.stagedSchedArgs[name]),
     );
   }
   return out;

@@ -172,6 +172,66 @@ describe("incremental builds", () => {
     assert.equal(readRecord(config.out)?.key, second.image.key);
   });
 
+  /** Makes digest() write `text` to `path` right after hashing it. */
+  function editAfterDigest(path: string, text: string): () => void {
+    const digest = DigestCache.prototype.digest;
+    DigestCache.prototype.digest = function (this: DigestCache, file: string) {
+      const result = digest.call(this, file);
+      if (file === path) fs.writeFileSync(path, text);
+      return result;
+    };
+    return () => {
+      DigestCache.prototype.digest = digest;
+    };
+  }
+
+  it("edit during a rebuild drops the record", async () => {
+    const config = projectConfig(project);
+    await buildImage(config);
+    const notes = join(project, "data", "notes.txt");
+    fs.writeFileSync(notes, "notes, version 2\n");
+    await sleep(PAST_RACY_MARGIN_MS);
+    const restore = editAfterDigest(notes, "notes, version 3\n");
+    let second: BuildSummary;
+    try {
+      second = await buildImage(config);
+    } finally {
+      restore();
+    }
+    assert.deepEqual(second.warnings.map((w) => w.code), ["INPUT_CHANGED_DURING_BUILD"]);
+    assert.ok(!fs.existsSync(recordPath(config.out)), "a record was written");
+    assert.equal(extract(config.out, "include-files/data/notes.txt"), "notes, version 3\n");
+    await sleep(PAST_RACY_MARGIN_MS);
+    assert.equal((await buildImage(config)).status, "built");
+    assert.equal((await buildImage(config)).status, "up-to-date");
+  });
+
+  it("edit during a segment build stores nothing", async () => {
+    const shmDir = join(project, "shm");
+    fs.mkdirSync(shmDir);
+    const config = projectConfig(project, ["--shm", "--shm-dir", shmDir]);
+    const notes = join(project, "data", "notes.txt");
+    const restore = editAfterDigest(notes, "notes, version 2\n");
+    try {
+      await assert.rejects(buildImage(config), (error: Error & { code?: string }) => {
+        assert.equal(error.code, "INPUT_CHANGED_DURING_BUILD");
+        return true;
+      });
+    } finally {
+      restore();
+    }
+    assert.deepEqual(fs.readdirSync(shmDir), []);
+    assert.ok(!fs.existsSync(config.out), "an image was written");
+  });
+
+  it("concurrent calls for one output take turns", async () => {
+    const config = projectConfig(project);
+    const results = await Promise.all([1, 2, 3, 4].map(() => buildImage(config)));
+    assert.deepEqual(results.map((r) => r.status), ["built", "up-to-date", "up-to-date", "up-to-date"]);
+    const left = fs.readdirSync(join(project, "out")).sort();
+    assert.deepEqual(left, ["image.lz4", "image.lz4.key.json"]);
+  });
+
   it("same-size edit changes the key", async () => {
     const config = projectConfig(project);
     const first = await buildImage(config);

@@ -224,6 +224,21 @@ describe("planSuffix", () => {
     assert.equal(files[0].data.length, 0);
   });
 
+  test("argument with a newline is rejected", () => {
+    const cases: Array<[Partial<typeof EMPTY>, string]> = [
+      [{ args: ["a\nb"] }, "/args"],
+      [{ schedArgs: ["x", "y\n"] }, "/sched_args"],
+      [{ stagedSchedArgs: { scx: ["p\nq"] } }, "/staging/schedulers/scx/sched_args"],
+    ];
+    for (const [params, file] of cases) {
+      assert.throws(
+        () => planSuffix({ ...EMPTY, ...params }),
+        (error: Error & { code?: string }) =>
+          error.code === "LAYOUT_ARG_HAS_NEWLINE" && error.message.includes(file),
+      );
+    }
+  });
+
   test("all params give the guest order", () => {
     const files = planSuffix({
       args: ["run", "--fast"],
