@@ -1,6 +1,6 @@
 /** The stages of a full build, from the input files to the image. */
 import { appendFileSync } from "node:fs";
-import { mkdir, open, rm, type FileHandle } from "node:fs/promises";
+import { open, rm, type FileHandle } from "node:fs/promises";
 import { dirname } from "node:path";
 import { Transform, type Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -9,7 +9,7 @@ import type { BuildConfig } from "../src/config.js";
 import { DigestCache, hashBytes } from "../src/input-key.js";
 import { Resolver } from "../src/resolve.js";
 import { writeSuffix } from "../src/suffix.js";
-import { lockTemporary } from "../src/temp-output.js";
+import { lockTemporary, makeDirectories } from "../src/temp-output.js";
 import { cpio } from "./cpio.js";
 import { detectElf } from "./detect-elf.js";
 import { lz4Legacy } from "./lz4-legacy.js";
@@ -88,7 +88,7 @@ export async function runStages(
 ): Promise<Product> {
   let handle: FileHandle | undefined;
   if (streamTo !== undefined) {
-    await mkdir(dirname(streamTo), { recursive: true });
+    makeDirectories(dirname(streamTo));
     handle = await open(streamTo, "w");
   }
   try {

@@ -34,7 +34,7 @@ export function temporaryPath(path: string): string {
  * mkdirSync({ recursive: true }) never returns for a path under /proc,
  * where mkdir(2) fails with ENOENT for a parent that exists.
  */
-function makeDirectories(directory: string): void {
+export function makeDirectories(directory: string): void {
   const missing: string[] = [];
   for (let dir = directory; dirname(dir) !== dir; dir = dirname(dir)) {
     try {
@@ -49,9 +49,9 @@ function makeDirectories(directory: string): void {
     try {
       mkdirSync(dir);
     } catch (error) {
-      // Another build may have made it since the check above.
-      const made = (error as NodeJS.ErrnoException).code === "EEXIST" && statSync(dir).isDirectory();
-      if (!made) throw error;
+      // Another build may have created it since the check above.
+      const exists = (error as NodeJS.ErrnoException).code === "EEXIST";
+      if (!exists || !statSync(dir).isDirectory()) throw error;
     }
   }
 }
@@ -93,7 +93,7 @@ export function prepareOutput(path: string): void {
 
 /** Writes `path` through a temporary file and a rename. */
 export function writeFileAtomic(path: string, data: Uint8Array | string): void {
-  mkdirSync(dirname(path), { recursive: true });
+  makeDirectories(dirname(path));
   const temporary = temporaryPath(path);
   try {
     const fd = openSync(temporary, "w");

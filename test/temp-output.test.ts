@@ -33,6 +33,10 @@ describe("writeFileAtomic", () => {
   });
 });
 
+test("writeFileAtomic fails under /proc", { timeout: 5000 }, () => {
+  assert.throws(() => writeFileAtomic("/proc/no-such-dir/image.lz4", "x"), { code: "ENOENT" });
+});
+
 describe("removeStaleTemporaries", () => {
   /** Writes `name` in `dir` with an mtime an hour ago, or now. */
   const plant = (dir: string, name: string, old = true) => {
