@@ -1,4 +1,5 @@
-import { renameSync, rmSync, statSync } from "node:fs";
+import { renameSync, rmSync, statSync, type BigIntStats } from "node:fs";
+import { availableParallelism } from "node:os";
 import Vinyl from "vinyl";
 import {
   outputIdentity,
@@ -128,7 +129,8 @@ function writeOutput(
 
 /** Digests being hashed ahead, and the host files they cover. */
 interface Prefetch {
-  paths: string[];
+  /** Stats of the files the key covers, taken before the stages start. */
+  before: Map<string, BigIntStats>;
   /** Settles once every worker is done, rejecting with the first error. */
   ready: Promise<void>;
 }
@@ -139,18 +141,24 @@ interface Prefetch {
  * digest.
  */
 function prefetchDigests(build: Build, sources: KeySource[]): Prefetch {
+  const threads = availableParallelism();
   const inputs = inputHostPaths(sources);
-  const inputsHashed = build.digests.prefetch(inputs);
+  const before = statPaths(inputs);
+  const inputsHashed = build.digests.prefetch(inputs, threads, before);
   let libraries: string[];
   try {
     libraries = closureHostPaths(sources, build.resolver);
   } catch (error) {
     // The error is raised once the workers stop, so none outlives it.
     const raise = () => Promise.reject(error);
-    return { paths: inputs, ready: inputsHashed.then(raise, raise) };
+    return { before, ready: inputsHashed.then(raise, raise) };
   }
-  const ready = inputsHashed.then(() => build.digests.prefetch(libraries));
-  return { paths: [...inputs, ...libraries], ready };
+  const libraryStats = statPaths(libraries);
+  for (const [path, stat] of libraryStats) before.set(path, stat);
+  const ready = inputsHashed.then(() =>
+    build.digests.prefetch(libraries, threads, libraryStats),
+  );
+  return { before, ready };
 }
 
 /** Returns the input key of a build whose digests are prefetched. */
@@ -171,7 +179,6 @@ async function buildBesideKey(
   sources: KeySource[],
   prefetch: Prefetch,
 ): Promise<Product> {
-  const before = statPaths(prefetch.paths);
   const [built, hashed] = await Promise.allSettled([
     runStages(build, temporaryPath(build.config.out)),
     prefetch.ready,
@@ -185,7 +192,7 @@ async function buildBesideKey(
     if (product.writtenTo !== undefined) rmSync(product.writtenTo, { force: true });
     throw error;
   }
-  warnIfChanged(build, build.digests.changedSince(before));
+  warnIfChanged(build, build.digests.changedSince(prefetch.before));
   product.facts.key = build.key;
   return product;
 }

@@ -117,18 +117,20 @@ export class DigestCache {
    * cache entry and were not prefetched yet, so that the digest() calls
    * that follow find them.
    * Below PREFETCH_MIN_BYTES in all it does nothing: starting threads
-   * would cost more than hashing on this thread.
+   * would cost more than hashing on this thread. `stats` are the paths'
+   * stats when the caller has taken them already (see statPaths()).
    */
-  async prefetch(paths: string[], threads = availableParallelism()) {
+  async prefetch(
+    paths: string[],
+    threads = availableParallelism(),
+    stats = statPaths(paths),
+  ) {
     const wanted = new Map<string, Prefetched>();
     let bytes = 0;
     for (const path of new Set(paths)) {
-      let before: BigIntStats;
-      try {
-        before = statSync(path, { bigint: true });
-      } catch {
-        continue; // digest() reports the error when it gets there.
-      }
+      const before = stats.get(path);
+      // A missing file is reported by digest() when it gets there.
+      if (before === undefined) continue;
       const cached = this.#cached(before) ?? this.#prefetched.get(path);
       if (cached !== undefined || !before.isFile()) continue;
       const startedNs = BigInt(Date.now()) * 1_000_000n;
