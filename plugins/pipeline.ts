@@ -95,7 +95,7 @@ function writeOutput(
     writeFileAtomic(config.out, product.image);
   }
   if (build.key === "") {
-    // An input changed during the build (buildBesideKey).
+    // An input changed during the build (see warnIfChanged).
     removeRecord(config.out);
     return;
   }

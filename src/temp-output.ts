@@ -183,9 +183,9 @@ function processExists(pid: number): boolean {
 }
 
 /**
- * Age below which a temporary file is never removed: a writer may have
- * created it and not locked it yet. A writer's lock, not its age, keeps
- * a long build's file; this only has to cover open(2) to flock(2).
+ * Age below which a temporary file is never removed, because a writer
+ * may have created it and not locked it yet. A long build's file is kept
+ * by its writer's lock, so this only has to cover open(2) to flock(2).
  */
 const STALE_AFTER_MS = 60_000;
 
