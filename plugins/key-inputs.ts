@@ -76,7 +76,7 @@ export interface KeySource {
   hostPath?: string;
 }
 
-/** Returns the key sources of the input files; directories have none. */
+/** Returns the key sources of the input files. Directories have none. */
 export function keySources(files: Vinyl[]): KeySource[] {
   const sources: KeySource[] = [];
   for (const file of files) {

@@ -33,8 +33,8 @@ function withoutStack(error: unknown): unknown {
  * Runs `work` outside the Node domain that gulp's async-done runs each
  * task in. The domain module's async hooks fire for every promise created
  * inside a domain, which cost about 0.25 s on a build of 2000 files
- * (measured with `npm run bench -- pipeline`). Errors still reach gulp
- * through the returned promise.
+ * (measured by alternating runs on the input of `npm run bench --
+ * pipeline`). Errors still reach gulp through the returned promise.
  */
 export function outsideDomain<T>(work: () => Promise<T>): Promise<T> {
   const domain = (process as { domain?: { enter(): void; exit(): void } | null }).domain;
