@@ -327,7 +327,7 @@ async function buildAndWrite(
   // leaving the rejection unhandled.
   prefetch.ready.catch(() => undefined);
   let product: Product;
-  let checkMs = 0;
+  let checkMs: number | null = null;
   if (record === null && shm === null) {
     // Nothing to reuse, so the stages run while the inputs are hashed: the
     // key then only names the image in its record and summary.

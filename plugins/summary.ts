@@ -15,8 +15,11 @@ export interface BuildSummary {
   status: BuildStatus;
   /** Source of a reused base; unset when built. */
   baseSource?: "output" | "segment";
-  /** Milliseconds until the input key was computed and compared. */
-  checkMs: number;
+  /**
+   * Milliseconds until the input key was computed and compared, or null
+   * when there was no build record or segment to compare it with.
+   */
+  checkMs: number | null;
   /** Input files hashed for the key; 0 when the stat cache had all. */
   hashedFiles: number;
   /** Entries of base and suffix archives, trailer excluded. */
@@ -52,11 +55,13 @@ export function formatBytes(bytes: number): string {
 
 /** Returns the first line of the summary: how the image was made. */
 function statusLine(summary: BuildSummary): string {
-  const check = `checked in ${summary.checkMs.toFixed(0)} ms`;
+  const check = `checked in ${(summary.checkMs ?? 0).toFixed(0)} ms`;
   if (summary.status === "up-to-date") return `up to date (${check})`;
   if (summary.status === "built") {
     const files = summary.hashedFiles === 1 ? "file" : "files";
-    return `built (inputs changed; ${check}, ${summary.hashedFiles} ${files} hashed)`;
+    const hashed = `${summary.hashedFiles} ${files} hashed`;
+    if (summary.checkMs === null) return `built (no build record; ${hashed})`;
+    return `built (inputs changed; ${check}, ${hashed})`;
   }
   const from =
     summary.baseSource === "segment" ? "shared memory" : "the previous image";

@@ -232,6 +232,16 @@ describe("incremental builds", () => {
     assert.deepEqual(left, ["image.lz4", "image.lz4.key.json"]);
   });
 
+  it("status line names the reason", async () => {
+    const config = projectConfig(project);
+    const first = await buildImage(config);
+    assert.match(formatSummary(first), /^built \(no build record; \d+ files? hashed\)$/m);
+    fs.writeFileSync(join(project, "data", "notes.txt"), "notes, version 2\n");
+    await sleep(PAST_RACY_MARGIN_MS);
+    const second = await buildImage(config);
+    assert.match(formatSummary(second), /^built \(inputs changed; checked in \d+ ms, 1 file hashed\)$/m);
+  });
+
   it("same-size edit changes the key", async () => {
     const config = projectConfig(project);
     const first = await buildImage(config);
